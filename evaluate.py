@@ -1,0 +1,111 @@
+"""Evaluate a model folder or Hub model on a data split: metrics with 95% bootstrap intervals, plots, CSV.
+
+    python evaluate.py --model weights/pneumonia-resnet50 --data ../shared/data/chest_xray --split test --output-dir eval/test
+
+Writes metrics.json, roc.png, pr.png, confusion_matrix.png and predictions.csv to --output-dir.
+The operating threshold is the one stored in the model's config.json (chosen on validation).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from modeling.config import write_json_atomic
+from modeling.data import attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
+from modeling.inference import predict_loader
+from modeling.metrics import RATES, binary_metrics, bootstrap_ci
+from modeling.model import ModelLoadError, PneumoniaClassifier
+from modeling.plots import plot_confusion, plot_pr, plot_roc
+from modeling.preprocessing import eval_transform
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="weights/pneumonia-resnet50", help="model folder or Hugging Face Hub id")
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    p.add_argument("--data", required=True, help="local imagefolder or Hugging Face Hub dataset id")
+    p.add_argument("--split", default="test")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--workers", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    try:
+        model = PneumoniaClassifier.from_pretrained(args.model, revision=args.revision)
+    except ModelLoadError as error:
+        sys.exit(str(error))
+    config = model.config
+    model = model.to(memory_format=torch.channels_last)
+    accelerator = Accelerator(mixed_precision="no")  # fp32: the same numbers the demo gives
+
+    splits = load_data(args.data)
+    if args.split not in splits:
+        sys.exit(f"The data has no split {args.split!r}; it has {', '.join(splits)}.")
+    split, report = drop_unreadable(splits[args.split], args.split,
+                                    data_dir=args.data if os.path.isdir(args.data) else None)
+    print(report.summary())
+    to_model = label_mapping(label_names(split), config.label_names)
+    loader = DataLoader(attach_transform(split, eval_transform(config), to_model), batch_size=args.batch_size,
+                        num_workers=args.workers)
+    model, loader = accelerator.prepare(model, loader)
+    labels, probs, loss = predict_loader(model, loader, accelerator, config.positive_index, config.temperature,
+                                         desc=f"evaluating {args.split}")
+
+    metrics = binary_metrics(labels, probs, config.threshold)
+    metrics.update(loss=loss, model=str(args.model), split=args.split, unreadable_skipped=len(report.unreadable))
+    metrics["ci95"] = bootstrap_ci(labels, probs, config.threshold, n_boot=args.bootstrap)
+    at_half = binary_metrics(labels, probs, 0.5)
+    metrics["at_0.5"] = {**at_half, "ci95": bootstrap_ci(labels, probs, 0.5, n_boot=args.bootstrap)}
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "metrics.json", metrics)
+    names = [image_name(record, i) for i, record in enumerate(split["image"])]
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "label", f"prob_{config.positive_label.lower()}", "predicted"])
+        for name, label, prob in zip(names, labels, probs):
+            predicted = config.positive_label if prob >= config.threshold else _negative_label(config)
+            writer.writerow([name, config.label_names[config.positive_index] if label else _negative_label(config),
+                             f"{prob:.6f}", predicted])
+    plot_roc(labels, probs, metrics, out / "roc.png")
+    plot_pr(labels, probs, metrics, out / "pr.png")
+    plot_confusion(metrics["confusion_matrix"], [_negative_label(config), config.positive_label],
+                   config.threshold, out / "confusion_matrix.png")
+    print(format_table(metrics))
+    print(f"wrote metrics.json, predictions.csv, roc.png, pr.png, confusion_matrix.png to {out}")
+    return metrics
+
+
+def _negative_label(config) -> str:
+    return next(name for name in config.label_names if name != config.positive_label)
+
+
+def format_table(metrics: dict) -> str:
+    """A Markdown table of the rates with 95% intervals, at the model's threshold and at 0.5."""
+    head = (f"| metric | at threshold {metrics['threshold']:.3f} | 95% CI | at 0.5 | 95% CI |\n"
+            "| --- | --- | --- | --- | --- |")
+    rows = []
+    for name in RATES:
+        low, high = metrics["ci95"][name]
+        low5, high5 = metrics["at_0.5"]["ci95"][name]
+        rows.append(f"| {name} | {metrics[name]:.4f} | {low:.3f}-{high:.3f} | {metrics['at_0.5'][name]:.4f} "
+                    f"| {low5:.3f}-{high5:.3f} |")
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    rows.append(f"\nn={metrics['n']}, confusion matrix at threshold: TN={tn} FP={fp} FN={fn} TP={tp}")
+    return "\n".join([head, *rows])
+
+
+if __name__ == "__main__":
+    evaluate(parse_args())

@@ -1,0 +1,148 @@
+"""The classifier: a timm backbone with a two-class head, saved and loaded the Hugging Face way.
+
+A saved model folder holds `model.safetensors` (the timm backbone's own state dict, so timm's
+`hf-hub:` / `local-dir:` loaders read it too) and `config.json` (see `modeling.config`).
+Nothing is ever unpickled, and loading is strict: every problem ends in `ModelLoadError`.
+"""
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import timm
+import torch
+from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ConfigError, ModelConfig
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder or Hub repo could not be loaded; the message names the problem."""
+
+
+def create_backbone(config: ModelConfig, pretrained: bool = False) -> nn.Module:
+    """The timm network described by `config`, optionally initialised from ImageNet weights."""
+    try:
+        return timm.create_model(config.architecture, pretrained=pretrained,
+                                 num_classes=config.num_classes, **config.model_args)
+    except RuntimeError as error:
+        raise ModelLoadError(f"timm cannot build {config.architecture!r}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - network failures surface as many types
+        if pretrained:
+            raise ModelLoadError(
+                "ImageNet weights could not be downloaded from the Hugging Face Hub "
+                f"({type(error).__name__}); connect to the internet or pass --no-pretrained.") from None
+        raise
+
+
+class PneumoniaClassifier(
+    nn.Module,
+    ModelHubMixin,
+    library_name="timm",
+    license="cc-by-4.0",
+    pipeline_tag="image-classification",
+    tags=["medical-imaging", "chest-x-ray", "pneumonia", "image-classification", "timm"],
+    repo_url="https://github.com/pneumonia-xray/pneumonia-xray",
+):
+    """`PneumoniaClassifier.from_pretrained("weights/pneumonia-resnet50")` or a Hub id."""
+
+    # `config` is typed as a Union on purpose: huggingface_hub then hands us config.json as a dict
+    # untouched, and `ModelConfig.from_dict` validates all of it (the mixin's own dataclass
+    # decoding would silently drop timm's nested fields).
+    def __init__(self, config: Union[ModelConfig, dict], pretrained: bool = False):
+        super().__init__()
+        self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        self.backbone = create_backbone(self.config, pretrained=pretrained)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values)
+
+    @torch.no_grad()
+    def predict_proba(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities (softmax of logits / temperature), shape (N, C)."""
+        logits = self(pixel_values).float()
+        return torch.softmax(logits / self.config.temperature, dim=-1)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_weights(self.backbone, Path(save_directory) / WEIGHTS_NAME)
+        self.config.save(Path(save_directory) / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, Path], **kwargs: Any) -> "PneumoniaClassifier":
+        """Load from a local folder or a Hub repo id (`revision=`, `cache_dir=`, `token=` ...)."""
+        source = str(pretrained_model_name_or_path)
+        if not os.path.isdir(source) and _looks_like_path(source):
+            raise ModelLoadError(f"No model folder at {source}.")
+        try:
+            model = super().from_pretrained(source, **kwargs)
+        except ConfigError as error:
+            raise ModelLoadError(f"Invalid config.json in {source}: {error}") from None
+        except (OfflineModeIsEnabled, LocalEntryNotFoundError):
+            raise ModelLoadError(
+                f"Model {source!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
+                "connect to the internet, or pass a local model folder.") from None
+        except HfHubHTTPError as error:
+            raise ModelLoadError(f"The Hugging Face Hub refused {source!r} ({error.__class__.__name__}); "
+                                 "check the repo id, revision and your token.") from None
+        return model.eval()
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: Optional[str], cache_dir: Any, force_download: bool,
+                         local_files_only: bool, token: Any, config: Optional[dict] = None,
+                         **model_kwargs: Any) -> "PneumoniaClassifier":
+        if config is None:
+            raise ModelLoadError(f"{model_id} has no config.json.")
+        if os.path.isdir(model_id):
+            weights_file = os.path.join(model_id, WEIGHTS_NAME)
+            if not os.path.exists(weights_file):
+                raise ModelLoadError(f"{model_id} has no {WEIGHTS_NAME} (only safetensors weights are loaded).")
+        else:
+            weights_file = hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision,
+                                           cache_dir=cache_dir, force_download=force_download,
+                                           local_files_only=local_files_only, token=token)
+        model = cls(config, pretrained=False)
+        load_weights(model.backbone, weights_file)
+        return model
+
+
+def _looks_like_path(source: str) -> bool:
+    """Hub ids are `name` or `owner/name`; anything else is meant as a local path."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.path.exists(source)
+
+
+def save_weights(module: nn.Module, path: Path) -> None:
+    """safetensors, written to a temporary name and renamed: never a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in module.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def load_weights(module: nn.Module, path: Union[str, Path]) -> None:
+    """Strict load: corrupt files, missing or unexpected keys and wrong shapes are all refused."""
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise ModelLoadError(f"{path} is not a readable safetensors file ({error}).") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+                   for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} tensors of the wrong shape (e.g. {'; '.join(wrong_shape[:3])})")
+    if problems:
+        raise ModelLoadError(f"The weights in {path} do not match the architecture in config.json: "
+                             + ", ".join(problems) + ".")
+    module.load_state_dict(state, strict=True)

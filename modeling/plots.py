@@ -1,0 +1,45 @@
+"""Pictures of evaluation results: ROC, precision-recall and confusion matrix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
+
+
+def plot_roc(labels: np.ndarray, probs: np.ndarray, metrics: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    RocCurveDisplay.from_predictions(labels, probs, ax=ax, name="model", plot_chance_level=True)
+    ax.scatter([1 - metrics["specificity"]], [metrics["recall"]], color="crimson", zorder=5,
+               label=f"threshold {metrics['threshold']:.3f}")
+    ax.set_title(f"ROC (AUC {metrics['roc_auc']:.3f}, n={metrics['n']})")
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def plot_pr(labels: np.ndarray, probs: np.ndarray, metrics: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    PrecisionRecallDisplay.from_predictions(labels, probs, ax=ax, name="model", plot_chance_level=True)
+    ax.scatter([metrics["recall"]], [metrics["precision"]], color="crimson", zorder=5,
+               label=f"threshold {metrics['threshold']:.3f}")
+    ax.set_title(f"Precision-recall (AP {metrics['pr_auc']:.3f})")
+    ax.legend(loc="lower left")
+    _save(fig, path)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], label_names: Sequence[str], threshold: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(label_names)).plot(ax=ax, cmap="Blues", colorbar=False)
+    ax.set_title(f"Confusion matrix at threshold {threshold:.3f}")
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

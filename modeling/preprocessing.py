@@ -1,0 +1,163 @@
+"""Reading images and turning them into network input, written once for train, evaluate and app.
+
+`read_image` accepts a path or bytes of any common format (PNG, JPEG, TIFF, BMP, GIF, DICOM)
+and raises `ImageLoadError` with a plain sentence for anything it cannot use. `to_rgb` turns any
+PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, ...) into 8-bit RGB. `eval_transform` and
+`train_transform` take a `ModelConfig` so that sizes and normalisation come from config.json.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import v2
+
+from .config import ModelConfig
+
+ImageSource = Union[str, Path, bytes]
+
+MAX_PIXELS = 80_000_000  # larger than any radiograph; guards against decompression bombs
+MIN_SIDE = 16  # smaller than this carries no diagnostic content
+
+
+class ImageLoadError(ValueError):
+    """The input is not an image we can read; the message says why in plain words."""
+
+
+def read_image(source: ImageSource) -> Image.Image:
+    """Open a file path or raw bytes as a fully decoded PIL image (DICOM included)."""
+    data = source if isinstance(source, bytes) else _read_bytes(Path(source))
+    if len(data) == 0:
+        raise ImageLoadError("The file is empty.")
+    if _is_dicom(data):
+        return _read_dicom(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_size(image.size)
+            image.seek(0)  # first frame of an animated GIF / multi-page TIFF
+            image.load()
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError("The image is too large to process safely (possible decompression bomb).") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError("The file is not an image this tool can read (PNG, JPEG, TIFF, BMP, GIF or DICOM).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageLoadError(f"The image file is damaged or truncated ({error}).") from None
+    return image
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageLoadError(f"No such file: {path}") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"{path} is a folder, not an image file.") from None
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageLoadError(
+            f"The image is too large to process safely ({width}x{height} pixels; "
+            f"the limit is {MAX_PIXELS // 1_000_000} megapixels).")
+    if min(width, height) < MIN_SIDE:
+        raise ImageLoadError(f"The image is too small ({width}x{height} pixels; at least {MIN_SIDE} per side is needed).")
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) > 132 and data[128:132] == b"DICM"
+
+
+def _read_dicom(data: bytes) -> Image.Image:
+    """DICOM to an 8-bit grey image: modality LUT, VOI window, MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+    except Exception as error:  # pydicom raises many types for a damaged header
+        raise ImageLoadError(f"The DICOM file could not be read ({error}).") from None
+    if "PixelData" not in dataset:
+        raise ImageLoadError("The DICOM file holds no image (no pixel data).")
+    rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
+    _check_size((columns, rows))
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:
+        raise ImageLoadError(f"The DICOM pixel data could not be decoded ({error}).") from None
+    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
+        pixels = pixels[0]  # multi-frame: first frame
+    if dataset.get("PhotometricInterpretation", "MONOCHROME2") in ("MONOCHROME1", "MONOCHROME2"):
+        values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
+        grey = _window_to_uint8(values, percentiles=(0.0, 100.0))
+        if dataset.PhotometricInterpretation == "MONOCHROME1":
+            grey = 255 - grey
+        return Image.fromarray(grey, mode="L")
+    return Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+
+
+def _window_to_uint8(values: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    low, high = np.percentile(values, percentiles)
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (np.clip(values, low, high) - low) / (high - low)
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB. High bit-depth grey is windowed to its 0.5-99.5 percentiles."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return Image.fromarray(_window_to_uint8(np.asarray(image, dtype=np.float64)), mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(source: ImageSource) -> Image.Image:
+    return to_rgb(read_image(source))
+
+
+def _interpolation(name: str) -> v2.InterpolationMode:
+    return {"bilinear": v2.InterpolationMode.BILINEAR, "nearest": v2.InterpolationMode.NEAREST}.get(
+        name, v2.InterpolationMode.BICUBIC)
+
+
+def eval_transform(config: ModelConfig) -> v2.Compose:
+    """RGB PIL image -> normalised float tensor (3, S, S), the whole image squashed to S x S."""
+    size = (config.image_size, config.image_size)
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.Resize(size, interpolation=_interpolation(config.interpolation), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(config.mean, config.std),
+    ])
+
+
+def train_transform(config: ModelConfig) -> v2.Compose:
+    """Mild, anatomically plausible augmentation for radiographs.
+
+    No horizontal flips (the heart sits on the left), small rotations and shifts (patient
+    positioning), crops that keep most of the lungs, and exposure changes (brightness/contrast).
+    """
+    size = (config.image_size, config.image_size)
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.18),
+                             interpolation=_interpolation(config.interpolation), antialias=True),
+        v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
+        v2.ColorJitter(brightness=0.25, contrast=0.25),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(config.mean, config.std),
+    ])
