@@ -1,7 +1,8 @@
 """Train a pneumonia classifier on chest X-rays.
 
     python train.py --data ../shared/data/chest_xray --output-dir runs/resnet50 --no-pretrained
-    accelerate launch --num_processes 2 --cpu train.py --data ... --output-dir ...   # distributed
+    accelerate launch --multi_gpu --num_processes 8 train.py --data ... --output-dir ...  # many GPUs
+    torchrun --nproc_per_node 2 train.py --data ... --output-dir ...                     # many CPU processes
 
 The output folder is a loadable model folder (model.safetensors + config.json of the best
 epoch, with the decision threshold chosen on validation), plus training_log.json, data_report.json,
@@ -70,7 +71,8 @@ def cosine_with_warmup(warmup_steps: int, total_steps: int):
 
 
 def main(args: argparse.Namespace) -> None:
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    # cpu=True when there is no GPU, so that torchrun's processes join a gloo process group
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.accelerator.is_available())
     log = accelerator.print
     set_seed(args.seed)
     out = Path(args.output_dir)

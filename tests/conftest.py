@@ -1,0 +1,53 @@
+"""Shared fixtures: real chest X-rays from ../shared/data, and one tiny model trained on them."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PNEUMONIA_SHARED_DATA", REPO.parent / "shared" / "data"))
+KERMANY = SHARED_DATA / "chest_xray"
+FORMATS = SHARED_DATA / "formats"
+TINY_TRAIN_ARGS = ["--model", "test_resnet", "--no-pretrained", "--image-size", "64", "--batch-size", "8",
+                   "--workers", "0", "--mixed-precision", "no"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not KERMANY.is_dir():
+        raise pytest.UsageError(f"The Kermany data is expected at {KERMANY} (set PNEUMONIA_SHARED_DATA).")
+
+
+def copy_subset(destination: Path, per_class: dict[str, int]) -> Path:
+    """A small imagefolder of real Kermany images: {split}/{NORMAL,PNEUMONIA}/, first files by name."""
+    for split, count in per_class.items():
+        for label in ("NORMAL", "PNEUMONIA"):
+            target = destination / split / label
+            target.mkdir(parents=True, exist_ok=True)
+            for source in sorted((KERMANY / split / label).iterdir())[:count]:
+                shutil.copy(source, target / source.name)
+    return destination
+
+
+def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    return copy_subset(tmp_path_factory.mktemp("data"), {"train": 40, "test": 12})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, small_data) -> Path:
+    """A real (tiny) training run: test_resnet at 64 px, 2 epochs."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    run_script("train.py", "--data", str(small_data), "--output-dir", str(out), "--epochs", "2", *TINY_TRAIN_ARGS)
+    return out

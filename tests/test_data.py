@@ -1,0 +1,64 @@
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from modeling.data import BalancedSampler, drop_unreadable, grouped_validation_split, load_data, patient_id
+
+from conftest import KERMANY, copy_subset
+
+
+@pytest.mark.parametrize("name, patient", [
+    ("person1000_bacteria_2931.jpeg", "person1000"),
+    ("person1000_virus_1681.jpeg", "person1000"),
+    ("IM-0115-0001.jpeg", "IM-0115"),
+    ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+])
+def test_patient_id_from_kermany_file_names(name, patient):
+    assert patient_id(name) == patient
+
+
+def test_validation_split_of_full_train_is_patient_grouped_and_stratified():
+    names, labels = [], []
+    for label, folder in enumerate(("NORMAL", "PNEUMONIA")):
+        files = sorted(p.name for p in (KERMANY / "train" / folder).iterdir())
+        names += files
+        labels += [label] * len(files)
+    train_idx, val_idx = grouped_validation_split(names, labels, val_fraction=0.15, seed=42)
+    assert set(train_idx).isdisjoint(val_idx) and len(train_idx) + len(val_idx) == len(names)
+    train_patients = {patient_id(names[i]) for i in train_idx}
+    val_patients = {patient_id(names[i]) for i in val_idx}
+    assert train_patients.isdisjoint(val_patients)
+    assert 0.12 < len(val_idx) / len(names) < 0.18
+    val_share = np.mean([labels[i] for i in val_idx])
+    assert abs(val_share - np.mean(labels)) < 0.03  # same class balance as train
+    assert grouped_validation_split(names, labels, 0.15, seed=42)[1] == val_idx  # seeded
+
+
+def test_corrupt_truncated_and_non_image_files_are_skipped_and_counted(tmp_path):
+    data = copy_subset(tmp_path, {"train": 6})
+    good = next((data / "train" / "NORMAL").iterdir()).read_bytes()
+    (data / "train" / "NORMAL" / "truncated.jpeg").write_bytes(good[: len(good) // 3])
+    (data / "train" / "PNEUMONIA" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 200)
+    (data / "train" / "PNEUMONIA" / "actually-text.jpg").write_text("this is not an image")
+    (data / "train" / "PNEUMONIA" / "readme.txt").write_text("notes")
+    split = load_data(str(data))["train"]
+    kept, report = drop_unreadable(split, "train", data_dir=str(data), show_progress=False)
+    assert report.total == 15 and report.usable == 12 and len(kept) == 12
+    assert sorted(name for name, _ in report.unreadable) == ["actually-text.jpg", "corrupt.png", "truncated.jpeg"]
+    assert report.ignored_files == ["train/PNEUMONIA/readme.txt"]
+    assert "skipped 3 unreadable" in report.summary()
+    json.dumps(report.to_dict())
+
+
+def test_balanced_sampler_draws_classes_equally_and_reproducibly():
+    labels = [0] * 100 + [1] * 900
+    sampler = BalancedSampler(labels, seed=3)
+    sampler.set_epoch(0)
+    draw = list(sampler)
+    share = Counter(labels[i] for i in draw)[0] / len(draw)
+    assert 0.45 < share < 0.55
+    assert list(sampler) == draw  # depends on (seed, epoch) only
+    sampler.set_epoch(1)
+    assert list(sampler) != draw

@@ -1,0 +1,93 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling.config import ModelConfig
+from modeling.preprocessing import ImageLoadError, eval_transform, load_rgb, read_image, to_rgb, train_transform
+
+from conftest import FORMATS, KERMANY
+
+CONFIG = ModelConfig(image_size=64)
+
+
+def _png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16", "I", "F", "1", "CMYK"])
+@pytest.mark.parametrize("size", [(31, 17), (300, 1000)])
+def test_any_mode_and_size_becomes_normalised_rgb_tensor(mode, size):
+    gradient = np.linspace(0, 1, size[0] * size[1]).reshape(size[1], size[0])
+    base = Image.fromarray((gradient * 65535).astype(np.uint16)) if mode.startswith("I") else \
+        Image.fromarray((gradient * 255).astype(np.uint8))
+    image = base.convert(mode) if mode not in ("I;16",) else base
+    rgb = to_rgb(image)
+    assert rgb.mode == "RGB" and rgb.size == size
+    tensor = eval_transform(CONFIG)(rgb)
+    assert tensor.shape == (3, 64, 64) and tensor.dtype == torch.float32
+    assert torch.isfinite(tensor).all()
+
+
+def test_sixteen_bit_keeps_its_contrast():
+    ramp = (np.tile(np.linspace(0, 4095, 256), (32, 1))).astype(np.uint16)  # 12-bit data in a 16-bit file
+    rgb = to_rgb(Image.fromarray(ramp))
+    values = np.asarray(rgb)[..., 0]
+    assert values.min() == 0 and values.max() == 255  # windowed, not crushed to black
+
+
+def test_train_transform_gives_network_input_and_varies():
+    image = load_rgb(next((KERMANY / "train" / "NORMAL").iterdir()))
+    torch.manual_seed(0)
+    first, second = train_transform(CONFIG)(image), train_transform(CONFIG)(image)
+    assert first.shape == second.shape == (3, 64, 64)
+    assert not torch.equal(first, second)
+
+
+def test_dicom_monochrome1_is_inverted():
+    # The two samples store identical pixel values; only the tag differs. MONOCHROME1 means
+    # "0 is white", so a correct reader shows that file as the negative of the MONOCHROME2 one.
+    import pydicom
+    stored_1 = pydicom.dcmread(FORMATS / "monochrome1-sample.dcm").pixel_array
+    stored_2 = pydicom.dcmread(FORMATS / "rsna-pneumonia-sample.dcm").pixel_array
+    assert np.array_equal(stored_1, stored_2)
+    shown_2 = np.asarray(read_image(FORMATS / "rsna-pneumonia-sample.dcm"), dtype=np.int16)
+    shown_1 = np.asarray(read_image(FORMATS / "monochrome1-sample.dcm"), dtype=np.int16)
+    assert shown_2.shape == shown_1.shape == (1024, 1024)
+    assert np.array_equal(shown_1, 255 - shown_2)
+    assert shown_2.std() > 20  # a real image, not a flat field
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"", "empty"),
+    (b"%PDF-1.4 this is not an image", "not an image"),
+])
+def test_bad_bytes_are_refused_in_plain_words(payload, message):
+    with pytest.raises(ImageLoadError, match=message):
+        read_image(payload)
+
+
+def test_truncated_image_is_refused():
+    data = (KERMANY / "test" / "NORMAL").iterdir().__next__().read_bytes()
+    with pytest.raises(ImageLoadError, match="damaged or truncated"):
+        read_image(data[: len(data) // 2])
+
+
+def test_decompression_bomb_and_tiny_images_are_refused():
+    bomb = _png_bytes(Image.new("L", (12000, 12000)))  # 144 MP of zeros compresses to a few hundred kB
+    with pytest.raises(ImageLoadError, match="too large"):
+        read_image(bomb)
+    with pytest.raises(ImageLoadError, match="too small"):
+        read_image(_png_bytes(Image.new("L", (1, 1))))
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("L", (40, 40), color) for color in (10, 200)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    rgb = to_rgb(read_image(buffer.getvalue()))
+    assert rgb.size == (40, 40) and np.asarray(rgb).mean() < 50

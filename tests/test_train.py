@@ -1,0 +1,125 @@
+"""Real training runs of a tiny timm model on real X-rays: output folder, evaluate, distributed, kill and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from modeling import PneumoniaClassifier
+from modeling.checkpointing import latest_checkpoint
+from modeling.data import patient_id
+
+from conftest import REPO, TINY_TRAIN_ARGS, run_script
+
+METRIC_KEYS = {"n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
+               "confusion_matrix", "ci95", "at_0.5"}
+
+
+def test_training_writes_a_loadable_model_folder(tiny_model_dir):
+    model = PneumoniaClassifier.from_pretrained(tiny_model_dir)
+    assert model.config.architecture == "test_resnet" and model.config.label_names == ("NORMAL", "PNEUMONIA")
+    assert 0 < model.config.threshold < 1
+    assert model.config.validation["sensitivity"] >= 0.95  # the default target sensitivity
+    log = json.loads((tiny_model_dir / "training_log.json").read_text())
+    assert [r["epoch"] for r in log["history"]] == [1, 2]
+    split = json.loads((tiny_model_dir / "split.json").read_text())
+    assert {patient_id(n) for n in split["train"]}.isdisjoint({patient_id(n) for n in split["validation"]})
+    assert (tiny_model_dir / "data_report.json").exists()
+
+
+def test_evaluate_writes_metrics_plots_and_predictions(tiny_model_dir, small_data, tmp_path):
+    result = run_script("evaluate.py", "--model", str(tiny_model_dir), "--data", str(small_data), "--split", "test",
+                        "--output-dir", str(tmp_path), "--bootstrap", "200")
+    assert "| recall |" in result.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics) and metrics["n"] == 24
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    assert tn + fp == 12 and fn + tp == 12
+    assert set(metrics["ci95"]) >= {"accuracy", "recall", "specificity", "roc_auc"}
+    assert metrics["threshold"] == PneumoniaClassifier.from_pretrained(tiny_model_dir).config.threshold
+    for picture in ("roc.png", "pr.png", "confusion_matrix.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "image,label,prob_pneumonia,predicted" and len(rows) == 25
+
+
+def test_offline_pretrained_run_stops_with_one_sentence(small_data, tmp_path):
+    result = run_script("train.py", "--data", str(small_data), "--output-dir", str(tmp_path), "--model", "test_resnet",
+                        "--epochs", "1", check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert "pass --no-pretrained" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_balanced_sampler_is_sharded_across_two_processes(tmp_path):
+    out = tmp_path / "probe.json"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    str(REPO / "tests" / "distributed_sampler_probe.py"), str(out), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    probe = json.loads(out.read_text())
+    first, second = (p["indices"] for p in sorted(probe["processes"], key=lambda p: p["rank"]))
+    draw = probe["single_process_draw"]
+    assert len(first) == len(second) == 56  # 120 draws, batches of 8, last partial dropped, split in two
+    assert Counter(first + second) == Counter(draw[:112])  # together they are exactly the one draw
+    batches = [draw[i:i + 8] for i in range(0, 112, 8)]
+    assert first == sum(batches[0::2], []) and second == sum(batches[1::2], [])
+
+
+def test_two_process_distributed_training(small_data, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--data", str(small_data),
+         "--output-dir", str(tmp_path), "--epochs", "2", *TINY_TRAIN_ARGS],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = json.loads((tmp_path / "training_log.json").read_text())
+    assert log["num_processes"] == 2 and len(log["history"]) == 2
+    PneumoniaClassifier.from_pretrained(tmp_path)
+
+
+def _assert_checkpoint_complete(root: Path) -> None:
+    checkpoint = latest_checkpoint(root)
+    if checkpoint is None:
+        return
+    assert not checkpoint.name.endswith(".tmp")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["epoch"] == int(checkpoint.name.split("-")[1])
+    load_file(str(checkpoint / "model.safetensors"))  # complete and readable
+
+
+def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(small_data, tmp_path):
+    args = ["train.py", "--data", str(small_data), "--epochs", "5", *TINY_TRAIN_ARGS]
+    reference = tmp_path / "reference"
+    run_script(*args, "--output-dir", str(reference))
+
+    interrupted = tmp_path / "interrupted"
+    for kill_after_epoch in (0, 2):  # kill twice, each time while later epochs are being written
+        process = subprocess.Popen([sys.executable, *args, "--output-dir", str(interrupted), "--resume"], cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            checkpoint = latest_checkpoint(interrupted / "checkpoints")
+            if checkpoint and int(checkpoint.name.split("-")[1]) >= kill_after_epoch:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        _assert_checkpoint_complete(interrupted / "checkpoints")
+    result = run_script(*args, "--output-dir", str(interrupted), "--resume")
+    assert "resumed from" in result.stdout + result.stderr
+
+    done = json.loads((interrupted / "training_log.json").read_text())
+    expected = json.loads((reference / "training_log.json").read_text())
+    assert [r["epoch"] for r in done["history"]] == [1, 2, 3, 4, 5]
+    for mine, theirs in zip(done["history"], expected["history"]):
+        assert mine["val_loss"] == pytest.approx(theirs["val_loss"], abs=1e-5)
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-5)
+    ours, ref = load_file(str(interrupted / "model.safetensors")), load_file(str(reference / "model.safetensors"))
+    assert all(np.allclose(ours[k].numpy(), ref[k].numpy(), atol=1e-5) for k in ref)
+    assert not list((interrupted / "checkpoints").glob("*.tmp"))
