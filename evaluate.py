@@ -63,7 +63,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                                          desc=f"evaluating {args.split}")
 
     metrics = binary_metrics(labels, probs, config.threshold)
-    metrics.update(loss=loss, model=str(args.model), split=args.split, unreadable_skipped=len(report.unreadable))
+    metrics.update(loss=loss, model=str(args.model), data=str(args.data), split=args.split,
+                   unreadable_skipped=len(report.unreadable), bootstrap=args.bootstrap)
     metrics["ci95"] = bootstrap_ci(labels, probs, config.threshold, n_boot=args.bootstrap)
     at_half = binary_metrics(labels, probs, 0.5)
     metrics["at_0.5"] = {**at_half, "ci95": bootstrap_ci(labels, probs, 0.5, n_boot=args.bootstrap)}

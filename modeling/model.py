@@ -4,6 +4,7 @@ A saved model folder holds `model.safetensors` (the timm backbone's own state di
 `hf-hub:` / `local-dir:` loaders read it too) and `config.json` (see `modeling.config`).
 Nothing is ever unpickled, and loading is strict: every problem ends in `ModelLoadError`.
 """
+import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -83,6 +84,8 @@ class PneumoniaClassifier(
             model = super().from_pretrained(source, **kwargs)
         except ConfigError as error:
             raise ModelLoadError(f"Invalid config.json in {source}: {error}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelLoadError(f"config.json in {source} is not valid JSON ({error}).") from None
         except (OfflineModeIsEnabled, LocalEntryNotFoundError):
             raise ModelLoadError(
                 f"Model {source!r} is not in the local Hugging Face cache and the Hub cannot be reached; "

@@ -1,0 +1,186 @@
+"""Publish to the Hugging Face Hub: the model (weights, config, card, plots) and the demo Space.
+
+    python -m modeling.hub card MODEL_DIR --repo-id USER/NAME            # write MODEL_DIR/README.md
+    python -m modeling.hub push MODEL_DIR --repo-id USER/NAME [--dry-run]
+    python -m modeling.hub push-space --repo-id USER/SPACE --model-repo USER/NAME [--dry-run]
+
+The card is `model_card.md` filled from the model folder's own files: config.json,
+training_log.json, data_report.json and eval/metrics.json (written by
+`evaluate.py --output-dir MODEL_DIR/eval`). Each push is one commit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
+
+from .config import ModelConfig
+from .metrics import RATES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CARD_TEMPLATE = REPO_ROOT / "model_card.md"
+DATASET_ID = "hf-vision/chest-xray-pneumonia"
+MODEL_FILES = ["model.safetensors", "config.json", "README.md", "training_log.json", "data_report.json",
+               "split.json", "eval/metrics.json", "eval/roc.png", "eval/pr.png", "eval/confusion_matrix.png",
+               "eval/predictions.csv"]
+SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
+CARD_METRICS = {"accuracy": "accuracy", "recall": "recall", "specificity": "specificity", "precision": "precision",
+                "f1": "f1", "roc_auc": "roc_auc"}
+
+
+class HubError(RuntimeError):
+    """A publish step failed; the message is one sentence saying what to do."""
+
+
+def _read_json(path: Path, hint: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HubError(f"{path} is missing: {hint}") from None
+
+
+def build_card(model_dir: Path, repo_id: str) -> ModelCard:
+    """The filled model card, with Hub metadata and model-index results from eval/metrics.json."""
+    config = ModelConfig.load(model_dir / "config.json")
+    log = _read_json(model_dir / "training_log.json", "it is written by train.py")
+    report = _read_json(model_dir / "data_report.json", "it is written by train.py")
+    metrics = _read_json(model_dir / "eval" / "metrics.json",
+                         f"run `python evaluate.py --model {model_dir} --data DATA --split test "
+                         f"--output-dir {model_dir / 'eval'}` first")
+    args = log["args"]
+    pretrained = not args.get("no_pretrained", False)
+    base_model = f"timm/{config.architecture}.a1_in1k" if pretrained else None
+    model_name = repo_id.split("/")[-1]
+    card_data = ModelCardData(
+        model_name=model_name, license="cc-by-4.0", library_name="timm", pipeline_tag="image-classification",
+        tags=["image-classification", "timm", "medical-imaging", "chest-x-ray", "pneumonia"],
+        datasets=[DATASET_ID], base_model=base_model, metrics=list(CARD_METRICS.values()),
+        eval_results=[EvalResult(task_type="image-classification", dataset_type=DATASET_ID,
+                                 dataset_name="Chest X-Ray Images (Pneumonia), Kermany et al. 2018",
+                                 dataset_split=metrics.get("split", "test"), metric_type=kind,
+                                 metric_name=f"{name} at threshold {metrics['threshold']:.4f}",
+                                 metric_value=round(float(metrics[name]), 4))
+                      for name, kind in CARD_METRICS.items()],
+    )
+    data_arg = metrics.get("data", "../shared/data/chest_xray")
+    return ModelCard.from_template(
+        card_data, template_path=str(CARD_TEMPLATE), model_name=model_name, repo_id=repo_id,
+        architecture=config.architecture, pretrained=pretrained, base_model=base_model,
+        threshold=config.threshold, target_sensitivity=config.validation.get("target_sensitivity", float("nan")),
+        dataset=DATASET_ID, train_images=report.get("train_images"), validation_images=report.get("validation_images"),
+        unreadable=len(report.get("train", {}).get("unreadable", [])),
+        train_command=_command("train.py", args, ["data", "output_dir", "model", "epochs", "image_size",
+                                                  "batch_size", "lr", "seed", "no_pretrained"]),
+        epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
+        label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
+        select_metric=args.get("select_metric", "roc_auc"), best_epoch=log["best_epoch"],
+        val_roc_auc=config.validation.get("roc_auc", float("nan")),
+        eval_command=f"python evaluate.py --model {metrics.get('model', model_dir)} --data {data_arg} "
+                     f"--split {metrics.get('split', 'test')} --output-dir {model_dir / 'eval'}",
+        metrics=metrics, rates=RATES, bootstrap=metrics.get("bootstrap", "many"),
+    )
+
+
+def _command(script: str, args: dict[str, Any], keys: list[str]) -> str:
+    parts = ["python", script]
+    for key in keys:
+        value = args.get(key)
+        if isinstance(value, bool):
+            parts += [f"--{key.replace('_', '-')}"] if value else []
+        elif value is not None:
+            parts += [f"--{key.replace('_', '-')}", str(value)]
+    return " ".join(parts)
+
+
+def write_card(model_dir: Path, repo_id: str) -> Path:
+    path = model_dir / "README.md"
+    build_card(model_dir, repo_id).save(path)
+    return path
+
+
+def model_operations(model_dir: Path) -> list[CommitOperationAdd]:
+    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(model_dir / name))
+            for name in MODEL_FILES if (model_dir / name).exists()]
+
+
+def space_operations(root: Path, model_repo: str) -> list[CommitOperationAdd]:
+    operations = []
+    for pattern in SPACE_PATTERNS:
+        for path in sorted(root.glob(pattern)):
+            if not path.is_file():
+                continue
+            content: Any = str(path)
+            if path.name == "README.md" and path.parent == root:
+                text = re.sub(r"(?m)^models:\n(  - .*\n)+", f"models:\n  - {model_repo}\n", path.read_text())
+                content = text.encode()
+            operations.append(CommitOperationAdd(path_in_repo=str(path.relative_to(root)), path_or_fileobj=content))
+    return operations
+
+
+def _commit(repo_id: str, repo_type: str, operations: list[CommitOperationAdd], message: str,
+            private: bool = False, space_variables: dict[str, str] | None = None) -> str:
+    if not get_token():
+        raise HubError("No Hugging Face token found: run `hf auth login` (or set HF_TOKEN), or use --dry-run.")
+    api = HfApi()
+    try:
+        extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
+        repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **extra).repo_id
+        info = api.create_commit(repo_id, operations=operations, commit_message=message, repo_type=repo_type)
+        for key, value in (space_variables or {}).items():
+            api.add_space_variable(repo_id, key, value)
+    except Exception as error:  # noqa: BLE001 - network, auth and server errors come as many types
+        raise HubError(f"Could not publish to the Hugging Face Hub ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0][:160]}); check your connection, token and repo id, "
+                       "or use --dry-run.") from None
+    return info.commit_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    card = commands.add_parser("card", help="write MODEL_DIR/README.md from model_card.md")
+    push = commands.add_parser("push", help="upload a model folder (weights, config, card, plots) in one commit")
+    for sub in (card, push):
+        sub.add_argument("model_dir", type=Path)
+        sub.add_argument("--repo-id", required=True)
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--dry-run", action="store_true", help="list the files and print the card, upload nothing")
+    space = commands.add_parser("push-space", help="upload the Gradio demo as a Space")
+    space.add_argument("--repo-id", required=True)
+    space.add_argument("--model-repo", required=True, help="the model repo the Space loads")
+    space.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "card":
+            print(f"wrote {write_card(args.model_dir, args.repo_id)}")
+        elif args.command == "push":
+            card_text = str(build_card(args.model_dir, args.repo_id))
+            (args.model_dir / "README.md").write_text(card_text)
+            operations = model_operations(args.model_dir)
+            if args.dry_run:
+                print(f"would upload to model repo {args.repo_id} in one commit:")
+                print("\n".join(f"  {op.path_in_repo}" for op in operations))
+                print("\n--- README.md (model card) ---\n" + card_text)
+            else:
+                print(_commit(args.repo_id, "model", operations, "Upload pneumonia classifier", args.private))
+        elif args.command == "push-space":
+            operations = space_operations(REPO_ROOT, args.model_repo)
+            if args.dry_run:
+                print(f"would upload to Space {args.repo_id} (variable PNEUMONIA_MODEL={args.model_repo}):")
+                print("\n".join(f"  {op.path_in_repo}" for op in operations))
+            else:
+                print(_commit(args.repo_id, "space", operations, "Upload pneumonia demo",
+                              space_variables={"PNEUMONIA_MODEL": args.model_repo}))
+    except HubError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Hub packaging: loading from a local folder and an offline Hub cache, timm compatibility, strict loading, card."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from safetensors.torch import load_file, save_file
+
+from modeling import ModelLoadError, PneumoniaClassifier
+from modeling.hub import build_card, model_operations, space_operations
+
+from conftest import KERMANY, REPO, run_script
+from hub_cache import add_to_hub_cache
+
+REPO_ID = "pneumonia-xray/tiny-test"
+
+
+@pytest.fixture(scope="module")
+def evaluated_model(tiny_model_dir, small_data, tmp_path_factory):
+    """The tiny model folder with eval/ written by evaluate.py, as publishing expects."""
+    model_dir = tmp_path_factory.mktemp("published") / "model"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    run_script("evaluate.py", "--model", str(model_dir), "--data", str(small_data), "--split", "test",
+               "--output-dir", str(model_dir / "eval"), "--bootstrap", "200")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def hub_cache(evaluated_model, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hf-cache")
+    files = {name: (evaluated_model / name).read_bytes() for name in ("model.safetensors", "config.json")}
+    add_to_hub_cache(cache, REPO_ID, files)
+    older = json.loads(files["config.json"])
+    older["inference"]["threshold"] = 0.123
+    add_to_hub_cache(cache, REPO_ID, {**files, "config.json": json.dumps(older).encode()}, revision="v0")
+    return cache
+
+
+def _offline_env(cache):
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
+
+
+def _script(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_from_pretrained_reads_a_hub_id_from_the_offline_cache(hub_cache, evaluated_model):
+    code = ("from modeling import PneumoniaClassifier as P; import json;"
+            f"m = P.from_pretrained('{REPO_ID}'); v0 = P.from_pretrained('{REPO_ID}', revision='v0');"
+            "print(json.dumps([m.config.threshold, v0.config.threshold, m.config.architecture]))")
+    result = _script(code, _offline_env(hub_cache))
+    assert result.returncode == 0, result.stderr
+    threshold, old_threshold, architecture = json.loads(result.stdout.strip().splitlines()[-1])
+    assert threshold == PneumoniaClassifier.from_pretrained(evaluated_model).config.threshold
+    assert old_threshold == 0.123 and architecture == "test_resnet"
+
+
+def test_timm_hf_hub_loader_gives_the_same_logits(hub_cache):
+    images = [str(sorted((KERMANY / "test" / label).iterdir())[0]) for label in ("NORMAL", "PNEUMONIA")]
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "timm_vs_ours.py"), REPO_ID, ",".join(images),
+                             str(REPO)], env=_offline_env(hub_cache), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["timm_num_classes"] == 2 and out["timm_label_names"] == ["NORMAL", "PNEUMONIA"]
+    assert out["timm_input_size"] == [3, 64, 64]
+    np.testing.assert_allclose(out["ours"], out["timm"], rtol=0, atol=1e-6)
+    assert np.abs(np.asarray(out["ours"])).max() > 0
+
+
+def test_uncached_hub_id_offline_is_one_clear_sentence(hub_cache):
+    code = ("from modeling import PneumoniaClassifier as P\n"
+            "try:\n    P.from_pretrained('someone/not-cached')\nexcept Exception as e:\n"
+            "    print(type(e).__name__, '|', e)")
+    result = _script(code, _offline_env(hub_cache))
+    assert result.stdout.startswith("ModelLoadError |")
+    assert "not in the local Hugging Face cache" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_card_metadata_is_valid_and_matches_metrics(evaluated_model):
+    card = ModelCard(str(build_card(evaluated_model, REPO_ID)))  # parses the YAML front matter like the Hub
+    metrics = json.loads((evaluated_model / "eval" / "metrics.json").read_text())
+    data = card.data.to_dict()
+    assert data["license"] == "cc-by-4.0" and data["library_name"] == "timm"
+    assert data["pipeline_tag"] == "image-classification" and "hf-vision/chest-xray-pneumonia" in data["datasets"]
+    assert "base_model" not in data  # trained from scratch: there is no base model
+    name, results = model_index_to_eval_results(data["model-index"])
+    assert name == "tiny-test" and len(results) == 6
+    for result in results:
+        assert result.metric_value == round(metrics[result.metric_type], 4)
+    text = card.text
+    for needle in ("not a diagnosis", "aged one to five", "Trained from scratch", "hf-hub:" + REPO_ID,
+                   "eval/roc.png", "@article{kermany2018identifying"):
+        assert needle in text
+    table = re.search(r"\| recall \| ([0-9.]+) \| ([0-9.]+)-([0-9.]+) \|", text)
+    assert float(table.group(1)) == round(metrics["recall"], 4)
+    assert float(table.group(2)) == round(metrics["ci95"]["recall"][0], 3)
+
+
+def test_push_dry_run_lists_files_and_card(evaluated_model):
+    result = run_script("-m", "modeling.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, "--dry-run")
+    listed = [line.strip() for line in result.stdout.split("---")[0].splitlines()[1:] if line.strip()]
+    assert listed == [op.path_in_repo for op in model_operations(evaluated_model)]
+    assert {"model.safetensors", "config.json", "README.md", "eval/metrics.json", "eval/roc.png"} <= set(listed)
+    assert "model-index:" in result.stdout
+
+
+@pytest.mark.parametrize("env_extra, expected", [
+    ({"HF_TOKEN": "hf_fake_token_for_test", "HF_HUB_OFFLINE": "1"}, "Could not publish to the Hugging Face Hub"),
+    ({"HF_TOKEN": ""}, "No Hugging Face token found"),
+])
+def test_push_without_network_or_token_is_one_sentence(evaluated_model, tmp_path, env_extra, expected):
+    env = {**os.environ, "HF_HOME": str(tmp_path), **env_extra}
+    result = run_script("-m", "modeling.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, check=False, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(expected) and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_space_files_and_front_matter():
+    readme = (REPO / "README.md").read_text()
+    front = readme.split("---")[1]
+    gradio_pin = re.search(r"^gradio==(\S+)$", (REPO / "requirements.txt").read_text(), re.M).group(1)
+    assert re.search(r"^sdk: gradio$", front, re.M) and re.search(r"^app_file: app.py$", front, re.M)
+    assert re.search(rf"^sdk_version: {re.escape(gradio_pin)}$", front, re.M) and gradio_pin.count(".") == 2
+    assert re.search(r"^models:\n  - \S+/\S+$", front, re.M)
+    operations = {op.path_in_repo: op for op in space_operations(REPO, "someone/other-model")}
+    assert {"app.py", "requirements.txt", "README.md", "modeling/model.py"} <= set(operations)
+    assert not any(path.startswith(("weights/", "tests/")) for path in operations)
+    assert b"  - someone/other-model\n" in operations["README.md"].path_or_fileobj
+
+
+# --- strict loading: every bad checkpoint is refused with a message naming the problem
+
+def _broken_copy(source, tmp_path, weights=None, config=None):
+    target = tmp_path / "broken"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "eval"))
+    if weights is not None:
+        weights(target / "model.safetensors")
+    if config is not None:
+        config(target / "config.json")
+    return target
+
+
+def _edit_state(edit):
+    def apply(path):
+        state = load_file(str(path))
+        edit(state)
+        save_file(state, str(path))
+    return apply
+
+
+def _edit_config(edit):
+    def apply(path):
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    return apply
+
+
+BAD_CHECKPOINTS = {
+    "corrupt weights": (dict(weights=lambda p: p.write_bytes(os.urandom(4096))), "not a readable safetensors"),
+    "truncated weights": (dict(weights=lambda p: p.write_bytes(p.read_bytes()[:100_000])), "not a readable safetensors"),
+    "pickle instead of safetensors": (dict(weights=lambda p: torch.save({"a": torch.zeros(1)}, p)),
+                                      "not a readable safetensors"),
+    "missing key": (dict(weights=_edit_state(lambda s: s.pop("fc.weight"))), "1 missing keys (e.g. fc.weight)"),
+    "unexpected key": (dict(weights=_edit_state(lambda s: s.update(extra=torch.zeros(3)))), "1 unexpected keys (e.g. extra)"),
+    "wrong shape": (dict(weights=_edit_state(lambda s: s.update({"fc.bias": torch.zeros(5)}))), "fc.bias (5,) != (2,)"),
+    "no weights": (dict(weights=lambda p: p.unlink()), "has no model.safetensors"),
+    "config not json": (dict(config=lambda p: p.write_text("{not json")), "not valid JSON"),
+    "config lacks architecture": (dict(config=_edit_config(lambda d: d.pop("architecture"))), "lacks the field 'architecture'"),
+    "num_classes mismatch": (dict(config=_edit_config(lambda d: d.update(num_classes=3))), "num_classes=3"),
+    "threshold out of range": (dict(config=_edit_config(lambda d: d["inference"].update(threshold=1.5))), "threshold must lie"),
+    "unknown architecture": (dict(config=_edit_config(lambda d: d.update(architecture="no_such_net"))), "no_such_net"),
+    "architecture mismatch": (dict(config=_edit_config(lambda d: d.update(architecture="resnet18"))), "do not match the architecture"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+def test_bad_checkpoints_are_refused_by_name(tiny_model_dir, tmp_path, case):
+    breakage, message = BAD_CHECKPOINTS[case]
+    broken = _broken_copy(tiny_model_dir, tmp_path, **breakage)
+    with pytest.raises(ModelLoadError, match=re.escape(message)):
+        PneumoniaClassifier.from_pretrained(broken)
+
+
+def test_missing_folder_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="No model folder"):
+        PneumoniaClassifier.from_pretrained(tmp_path / "nothing-here")
