@@ -23,6 +23,7 @@ ImageSource = Union[str, Path, bytes]
 
 MAX_PIXELS = 80_000_000  # larger than any radiograph; guards against decompression bombs
 MIN_SIDE = 16  # smaller than this carries no diagnostic content
+MAX_ASPECT = 4.0  # radiographs are roughly square; a 20000x500 strip is not one
 
 
 class ImageLoadError(ValueError):
@@ -41,8 +42,11 @@ def read_image(source: ImageSource) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_size(image.size)
+            frames = getattr(image, "n_frames", 1)
             image.seek(0)  # first frame of an animated GIF / multi-page TIFF
             image.load()
+            if frames > 1:
+                image.info["note"] = f"The file has {frames} frames; only the first was analysed."
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -71,6 +75,9 @@ def _check_size(size: tuple[int, int]) -> None:
             f"the limit is {MAX_PIXELS // 1_000_000} megapixels).")
     if min(width, height) < MIN_SIDE:
         raise ImageLoadError(f"The image is too small ({width}x{height} pixels; at least {MIN_SIDE} per side is needed).")
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ImageLoadError(f"The image is {width}x{height} pixels, far from the roughly square shape of a chest "
+                             f"X-ray (aspect ratio above {MAX_ASPECT:g}:1).")
 
 
 def _is_dicom(data: bytes) -> bool:

@@ -1,0 +1,217 @@
+"""Gradio demo: chest X-ray in; pneumonia probability, a triage decision and a Grad-CAM heatmap out.
+
+    python app.py                                   # bundled model, http://127.0.0.1:7860
+    python app.py --share                           # plus a temporary public link
+    python app.py --model USER/NAME --port 8080     # a Hub model
+
+Environment variables (for Spaces): PNEUMONIA_MODEL, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+A research aid, not a diagnosis. Uploaded files are deleted as soon as they are read.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from modeling import ImageLoadError, ModelLoadError, PneumoniaClassifier, eval_transform, read_image, to_rgb  # noqa: E402
+from modeling.explain import grad_cam, overlay  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
+EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
+DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
+              "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
+
+
+class Predictor:
+    """The model with its own preprocessing, as the config saved with the weights describes it."""
+
+    def __init__(self, model: PneumoniaClassifier):
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.config = model.config
+        self.transform = eval_transform(model.config)
+
+    def tensor(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(to_rgb(image)).unsqueeze(0).to(memory_format=torch.channels_last)
+
+    def probabilities(self, images: list[Image.Image], batch_size: int = 16) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.cat([self.tensor(image) for image in images[start:start + batch_size]])
+            outputs.append(self.model.predict_proba(batch).numpy())
+        return np.concatenate(outputs)
+
+    def explain(self, image: Image.Image) -> tuple[np.ndarray, Image.Image]:
+        heatmap, probs = grad_cam(self.model, self.tensor(image), self.config.positive_index)
+        return probs.numpy(), overlay(to_rgb(image), heatmap)
+
+
+def decision_text(p_positive: float, threshold: float) -> str:
+    if p_positive >= threshold:
+        return (f"### Pneumonia suspected: prioritise for radiologist review\n"
+                f"P(pneumonia) = {p_positive:.3f}, at or above the threshold {threshold:.3f}.")
+    return (f"### No pneumonia detected: routine reading order\n"
+            f"P(pneumonia) = {p_positive:.3f}, below the threshold {threshold:.3f}.")
+
+
+def operating_point_text(config, threshold: float) -> str:
+    """What the threshold meant on validation (the curve stored in config.json by train.py)."""
+    curve = config.validation.get("curve")
+    if not curve:
+        return "This model carries no validation results for its thresholds."
+    i = int(np.argmin(np.abs(np.asarray(curve["threshold"]) - threshold)))
+    return (f"At threshold {curve['threshold'][i]:.2f}, validation sensitivity was **{curve['sensitivity'][i]:.1%}** "
+            f"and specificity **{curve['specificity'][i]:.1%}** ({config.validation.get('n', '?')} children's X-rays "
+            f"held out from training). The model's operating threshold is {config.threshold:.3f}. "
+            "Expect lower specificity on new data.")
+
+
+def _read_upload(path: str | None) -> Image.Image:
+    """Decode an upload, then delete it: uploads are not kept after the request."""
+    if not path:
+        raise gr.Error("Please upload a chest X-ray image first.")
+    try:
+        return read_image(Path(path).read_bytes())
+    except ImageLoadError as error:
+        raise gr.Error(str(error)) from None
+    finally:
+        _delete_upload(path)
+
+
+def _delete_upload(path: str) -> None:
+    if Path(path).name in {example.name for example in EXAMPLES}:
+        return  # the bundled examples are public files that gradio keeps for the next click
+    with contextlib.suppress(OSError):
+        os.remove(path)
+        os.rmdir(os.path.dirname(path))
+
+
+def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
+    predictor = Predictor(model)
+    config = model.config
+    labels = list(config.label_names)
+
+    def predict(file: str | None, threshold: float = config.threshold, heatmap: bool = True):
+        image = _read_upload(file)
+        try:
+            if heatmap:
+                probs, shown = predictor.explain(image)
+            else:
+                probs, shown = predictor.probabilities([image])[0], to_rgb(image)
+        except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
+            raise gr.Error("The image could not be analysed; please try another file.") from None
+        confidences = {name: float(p) for name, p in zip(labels, probs)}
+        text = decision_text(confidences[config.positive_label], threshold)
+        if "note" in image.info:
+            text += f"\n\n*Note: {image.info['note']}*"
+        return confidences, text, shown
+
+    def predict_batch(files: list[str] | None, threshold: float = config.threshold, progress=gr.Progress()):
+        if not files:
+            raise gr.Error("Please upload one or more images.")
+        rows, readable, images = [], [], []
+        for path in progress.tqdm(files, desc="Reading images"):
+            name = Path(path).name
+            try:
+                images.append(read_image(Path(path).read_bytes()))
+                readable.append(len(rows))
+                rows.append([name, None, None])
+            except ImageLoadError as error:
+                rows.append([name, None, f"not analysed: {error}"])
+            finally:
+                _delete_upload(path)
+        progress(0.5, desc=f"Analysing {len(images)} images")
+        if images:
+            positive = predictor.probabilities(images)[:, config.positive_index]
+            for row_index, p in zip(readable, positive):
+                rows[row_index][1] = round(float(p), 4)
+                rows[row_index][2] = "pneumonia suspected" if p >= threshold else "no pneumonia detected"
+        csv_path = Path(tempfile.mkdtemp(prefix="pneumonia-batch-")) / "pneumonia_results.csv"
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "p_pneumonia", "result"])
+            writer.writerows(rows)
+        return rows, str(csv_path)
+
+    with gr.Blocks(title="Pneumonia X-ray triage", analytics_enabled=False, delete_cache=(60, 120)) as demo:
+        gr.Markdown("# Pneumonia detection from chest X-rays\n" + DISCLAIMER)
+        with gr.Tab("Single image"):
+            with gr.Row():
+                with gr.Column():
+                    file_in = gr.File(label="Chest X-ray: PNG, JPEG, TIFF, BMP or DICOM", type="filepath")
+                    threshold = gr.Slider(0.0, 1.0, value=round(config.threshold, 3), step=0.005,
+                                          label="Decision threshold (P(pneumonia) at or above it is flagged)")
+                    threshold_info = gr.Markdown(operating_point_text(config, config.threshold))
+                    heatmap = gr.Checkbox(value=True, label="Show Grad-CAM heatmap")
+                    run = gr.Button("Analyse", variant="primary")
+                with gr.Column():
+                    decision = gr.Markdown(elem_id="decision")
+                    probabilities = gr.Label(label="Probabilities", num_top_classes=len(labels))
+                    image_out = gr.Image(label="Grad-CAM: where the evidence was found", type="pil",
+                                         elem_id="heatmap", format="png")
+            if EXAMPLES:
+                gr.Examples([[str(path)] for path in EXAMPLES], inputs=[file_in],
+                            label="Examples: test images of Kermany et al. 2018 (CC BY 4.0)")
+        with gr.Tab("Batch"):
+            files_in = gr.File(label="Many X-rays", file_count="multiple", type="filepath")
+            batch_threshold = gr.Slider(0.0, 1.0, value=round(config.threshold, 3), step=0.005, label="Decision threshold")
+            run_batch = gr.Button("Analyse all", variant="primary")
+            table = gr.Dataframe(headers=["file", "p_pneumonia", "result"], label="Results", interactive=False)
+            csv_out = gr.File(label="Download results (CSV)")
+        run.click(predict, [file_in, threshold, heatmap], [probabilities, decision, image_out], api_name="predict")
+        threshold.change(lambda t: operating_point_text(config, t), threshold, threshold_info, api_name=False,
+                         show_progress="hidden")
+        run_batch.click(predict_batch, [files_in, batch_threshold], [table, csv_out], api_name="predict_batch")
+    return demo
+
+
+def serve(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
+    """Start serving (returns at once); if a share link cannot be made, say so in one sentence."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        demo.queue(default_concurrency_limit=2).launch(server_name=host, server_port=port, share=share,
+                                                       prevent_thread_lock=True, show_error=True,
+                                                       max_file_size="200mb", quiet=True)
+    print(f"Demo running at {demo.local_url}", flush=True)
+    if share and demo.share_url:
+        print(f"Public share link: {demo.share_url}", flush=True)
+    elif share:
+        print("Could not create a public share link (the Gradio share server cannot be reached); the demo is "
+              f"still serving at {demo.local_url}; connect to the internet and restart with --share, "
+              "or publish it as a Space (python -m modeling.hub push-space).", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or Hugging Face Hub id")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="also create a temporary public link")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        model = PneumoniaClassifier.from_pretrained(args.model)
+    except ModelLoadError as error:
+        sys.exit(str(error))
+    demo = build_demo(model)
+    serve(demo, args.host, args.port, args.share)
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()
