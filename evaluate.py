@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 from modeling.config import write_json_atomic
 from modeling.data import attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
 from modeling.inference import predict_loader
+from modeling.calibration import expected_calibration_error, positive_probs
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
 from modeling.model import ModelLoadError, PneumoniaClassifier
-from modeling.plots import plot_confusion, plot_pr, plot_roc
+from modeling.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
 from modeling.preprocessing import eval_transform
 
 
@@ -59,12 +60,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     loader = DataLoader(attach_transform(split, eval_transform(config), to_model), batch_size=args.batch_size,
                         num_workers=args.workers)
     model, loader = accelerator.prepare(model, loader)
-    labels, probs, loss = predict_loader(model, loader, accelerator, config.positive_index, config.temperature,
-                                         desc=f"evaluating {args.split}")
+    classes, logits, loss = predict_loader(model, loader, accelerator, desc=f"evaluating {args.split}")
+    labels = (classes == config.positive_index).astype(int)
+    probs = positive_probs(logits, config.temperature, config.positive_index)
 
     metrics = binary_metrics(labels, probs, config.threshold)
     metrics.update(loss=loss, model=str(args.model), data=str(args.data), split=args.split,
                    unreadable_skipped=len(report.unreadable), bootstrap=args.bootstrap)
+    metrics["ece"] = expected_calibration_error(labels, probs)
+    metrics["temperature"] = config.temperature
     metrics["ci95"] = bootstrap_ci(labels, probs, config.threshold, n_boot=args.bootstrap)
     at_half = binary_metrics(labels, probs, 0.5)
     metrics["at_0.5"] = {**at_half, "ci95": bootstrap_ci(labels, probs, 0.5, n_boot=args.bootstrap)}
@@ -81,11 +85,12 @@ def evaluate(args: argparse.Namespace) -> dict:
             writer.writerow([name, config.label_names[config.positive_index] if label else _negative_label(config),
                              f"{prob:.6f}", predicted])
     plot_roc(labels, probs, metrics, out / "roc.png")
+    plot_reliability(labels, probs, metrics["ece"], out / "reliability.png")
     plot_pr(labels, probs, metrics, out / "pr.png")
     plot_confusion(metrics["confusion_matrix"], [_negative_label(config), config.positive_label],
                    config.threshold, out / "confusion_matrix.png")
     print(format_table(metrics))
-    print(f"wrote metrics.json, predictions.csv, roc.png, pr.png, confusion_matrix.png to {out}")
+    print(f"wrote metrics.json, predictions.csv, roc.png, pr.png, confusion_matrix.png, reliability.png to {out}")
     return metrics
 
 
@@ -104,7 +109,8 @@ def format_table(metrics: dict) -> str:
         rows.append(f"| {name} | {metrics[name]:.4f} | {low:.3f}-{high:.3f} | {metrics['at_0.5'][name]:.4f} "
                     f"| {low5:.3f}-{high5:.3f} |")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-    rows.append(f"\nn={metrics['n']}, confusion matrix at threshold: TN={tn} FP={fp} FN={fn} TP={tp}")
+    rows.append(f"\nexpected calibration error {metrics['ece']:.4f} (temperature {metrics['temperature']:.3f})")
+    rows.append(f"n={metrics['n']}, confusion matrix at threshold: TN={tn} FP={fp} FN={fn} TP={tp}")
     return "\n".join([head, *rows])
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -28,7 +29,8 @@ from modeling.config import ModelConfig, write_json_atomic
 from modeling.data import (BalancedSampler, attach_transform, drop_unreadable, label_mapping, label_names,
                            load_data, make_train_val)
 from modeling.inference import predict_loader
-from modeling.metrics import binary_metrics, operating_curve, threshold_for_sensitivity
+from modeling.calibration import positive_probs, set_operating_point
+from modeling.metrics import binary_metrics
 from modeling.model import ModelLoadError, PneumoniaClassifier
 from modeling.preprocessing import eval_transform, train_transform
 
@@ -148,8 +150,8 @@ def main(args: argparse.Namespace) -> None:
         bar.close()
         train_time = time.time() - started
 
-        labels, probs, val_loss = predict_loader(model, val_loader, accelerator, config.positive_index, desc="validation")
-        val = binary_metrics(labels, probs, 0.5)
+        labels, logits, val_loss = predict_loader(model, val_loader, accelerator, desc="validation")
+        val = binary_metrics(labels == config.positive_index, positive_probs(logits, 1.0, config.positive_index), 0.5)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, len(train_loader)),
                   "train_images_per_s": len(train_loader) * images_per_step / train_time,
                   "val_loss": val_loss, "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
@@ -160,7 +162,7 @@ def main(args: argparse.Namespace) -> None:
         score = val["roc_auc"] if args.select_metric == "roc_auc" else -val_loss
         if state["best_score"] is None or score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch + 1,
-                         best_validation={"labels": labels.tolist(), "probs": probs.tolist()})
+                         best_validation={"labels": labels.tolist(), "logits": logits.tolist()})
             if accelerator.is_main_process:
                 accelerator.unwrap_model(model)._save_pretrained(out)
             log(f"new best epoch {epoch + 1} (validation {args.select_metric})")
@@ -168,25 +170,21 @@ def main(args: argparse.Namespace) -> None:
         state["args"] = vars(args)
         save_checkpoint(accelerator, ckpt_root, epoch, state, keep=args.keep_checkpoints)
 
-    # --- the operating threshold, chosen on validation for the target sensitivity
+    # --- calibration (temperature) and the operating threshold, fitted on validation for the target sensitivity
     if accelerator.is_main_process:
-        labels, probs = state["best_validation"]["labels"], state["best_validation"]["probs"]
-        config.threshold = threshold_for_sensitivity(labels, probs, args.target_sensitivity)
-        at_threshold = binary_metrics(labels, probs, config.threshold)
-        config.validation = {
-            "target_sensitivity": args.target_sensitivity, "best_epoch": state["best_epoch"],
-            "n": at_threshold["n"], "roc_auc": at_threshold["roc_auc"],
-            "sensitivity": at_threshold["recall"], "specificity": at_threshold["specificity"],
-            "curve": operating_curve(labels, probs),
-        }
+        best = state["best_validation"]
+        at_threshold = set_operating_point(config, np.asarray(best["logits"]), np.asarray(best["labels"]),
+                                           args.target_sensitivity, best_epoch=state["best_epoch"])
         config.save(out / "config.json")
         write_json_atomic(out / "training_log.json", {"args": vars(args), "history": state["history"],
                                                       "best_epoch": state["best_epoch"],
                                                       "threshold": config.threshold,
+                                                      "temperature": config.temperature,
                                                       "validation_at_threshold": at_threshold,
                                                       "num_processes": accelerator.num_processes})
-        log(f"best epoch {state['best_epoch']}; threshold {config.threshold:.4f} gives validation sensitivity "
-            f"{at_threshold['recall']:.4f}, specificity {at_threshold['specificity']:.4f}; model saved to {out}")
+        log(f"best epoch {state['best_epoch']}; temperature {config.temperature:.3f}; threshold {config.threshold:.4f} "
+            f"gives validation sensitivity {at_threshold['recall']:.4f}, specificity {at_threshold['specificity']:.4f}; "
+            f"model saved to {out}")
     accelerator.end_training()
 
 

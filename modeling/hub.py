@@ -27,7 +27,7 @@ CARD_TEMPLATE = REPO_ROOT / "model_card.md"
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
 MODEL_FILES = ["model.safetensors", "config.json", "README.md", "training_log.json", "data_report.json",
                "split.json", "eval/metrics.json", "eval/roc.png", "eval/pr.png", "eval/confusion_matrix.png",
-               "eval/predictions.csv"]
+               "eval/reliability.png", "eval/predictions.csv"]
 SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
 CARD_METRICS = {"accuracy": "accuracy", "recall": "recall", "specificity": "specificity", "precision": "precision",
                 "f1": "f1", "roc_auc": "roc_auc"}

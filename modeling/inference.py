@@ -15,23 +15,21 @@ from .preprocessing import eval_transform, to_rgb
 
 
 @torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, positive_index: int,
-                   temperature: float = 1.0, desc: str = "predicting") -> tuple[np.ndarray, np.ndarray, float]:
-    """(labels, positive-class probabilities, mean cross-entropy) over a prepared loader, all processes gathered."""
+def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
+                   desc: str = "predicting") -> tuple[np.ndarray, np.ndarray, float]:
+    """(labels as model class indices, logits (N, C), mean cross-entropy) over a prepared loader,
+    gathered from all processes."""
     model.eval()
-    labels, probs, losses = [], [], []
+    labels, logits, losses = [], [], []
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not accelerator.is_local_main_process):
         pixels = batch["pixel_values"].to(memory_format=torch.channels_last)
         with accelerator.autocast():
-            logits = model(pixels).float()
-        loss = torch.nn.functional.cross_entropy(logits, batch["label"], reduction="none")
-        prob = torch.softmax(logits / temperature, dim=-1)[:, positive_index]
-        gathered = accelerator.gather_for_metrics((batch["label"], prob, loss))
-        labels.append(gathered[0].cpu())
-        probs.append(gathered[1].cpu())
-        losses.append(gathered[2].cpu())
-    labels_np = (torch.cat(labels) == positive_index).numpy().astype(int)
-    return labels_np, torch.cat(probs).numpy(), float(torch.cat(losses).mean())
+            batch_logits = model(pixels).float()
+        loss = torch.nn.functional.cross_entropy(batch_logits, batch["label"], reduction="none")
+        gathered = accelerator.gather_for_metrics((batch["label"], batch_logits, loss))
+        for store, value in zip((labels, logits, losses), gathered):
+            store.append(value.cpu())
+    return torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean())
 
 
 @torch.no_grad()

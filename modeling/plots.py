@@ -39,6 +39,15 @@ def plot_confusion(matrix: Sequence[Sequence[int]], label_names: Sequence[str], 
     _save(fig, path)
 
 
+def plot_reliability(labels: np.ndarray, probs: np.ndarray, ece: float, path: Path, bins: int = 10) -> None:
+    """Observed pneumonia rate against predicted probability; the diagonal is perfect calibration."""
+    from sklearn.calibration import CalibrationDisplay
+    fig, ax = plt.subplots(figsize=(5, 5))
+    CalibrationDisplay.from_predictions(labels, probs, n_bins=bins, ax=ax, name="model")
+    ax.set_title(f"Reliability (ECE {ece:.3f})")
+    _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
