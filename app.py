@@ -25,37 +25,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from modeling import ImageLoadError, ModelLoadError, PneumoniaClassifier, eval_transform, read_image, to_rgb  # noqa: E402
+from modeling import ImageLoadError, ModelLoadError, PneumoniaClassifier, read_image, to_rgb  # noqa: E402
 from modeling.explain import grad_cam, overlay  # noqa: E402
+from modeling.inference import Predictor  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
 EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
 DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
               "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
-
-
-class Predictor:
-    """The model with its own preprocessing, as the config saved with the weights describes it."""
-
-    def __init__(self, model: PneumoniaClassifier):
-        self.model = model.eval().to(memory_format=torch.channels_last)
-        self.config = model.config
-        self.transform = eval_transform(model.config)
-
-    def tensor(self, image: Image.Image) -> torch.Tensor:
-        return self.transform(to_rgb(image)).unsqueeze(0).to(memory_format=torch.channels_last)
-
-    def probabilities(self, images: list[Image.Image], batch_size: int = 16) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.cat([self.tensor(image) for image in images[start:start + batch_size]])
-            outputs.append(self.model.predict_proba(batch).numpy())
-        return np.concatenate(outputs)
-
-    def explain(self, image: Image.Image) -> tuple[np.ndarray, Image.Image]:
-        heatmap, probs = grad_cam(self.model, self.tensor(image), self.config.positive_index)
-        return probs.numpy(), overlay(to_rgb(image), heatmap)
 
 
 def decision_text(p_positive: float, threshold: float) -> str:
@@ -107,7 +85,8 @@ def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
         image = _read_upload(file)
         try:
             if heatmap:
-                probs, shown = predictor.explain(image)
+                cam, probs = grad_cam(model, predictor.tensor(image), config.positive_index)
+                probs, shown = probs.numpy(), overlay(to_rgb(image), cam)
             else:
                 probs, shown = predictor.probabilities([image])[0], to_rgb(image)
         except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data

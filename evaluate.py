@@ -48,7 +48,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         sys.exit(str(error))
     config = model.config
     model = model.to(memory_format=torch.channels_last)
-    accelerator = Accelerator(mixed_precision="no")  # fp32: the same numbers the demo gives
+    # the precision config.json asks for: the same numbers the demo gives
+    accelerator = Accelerator(mixed_precision="bf16" if config.precision == "bfloat16" else "no",
+                              cpu=not torch.accelerator.is_available())
 
     splits = load_data(args.data)
     if args.split not in splits:

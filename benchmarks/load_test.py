@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402
 from modeling import PneumoniaClassifier, read_image  # noqa: E402
+from modeling.inference import Predictor  # noqa: E402
 
 
 def free_port() -> int:
@@ -34,7 +35,7 @@ def free_port() -> int:
 def run(model_id: str, clients: int, requests: int, heatmap: bool) -> dict:
     model = PneumoniaClassifier.from_pretrained(model_id)
     demo = app.build_demo(model)
-    predictor = app.Predictor(model)
+    predictor = Predictor(model)
     images = sorted((ROOT / "examples").glob("*.jpeg"))
     expected = {path.name: float(predictor.probabilities([read_image(path)])[0, model.config.positive_index])
                 for path in images}

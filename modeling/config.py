@@ -35,6 +35,7 @@ class ModelConfig:
     positive_label: str = "PNEUMONIA"
     threshold: float = 0.5
     temperature: float = 1.0
+    precision: str = "float32"  # inference precision: "float32" or "bfloat16" (autocast)
     # Filled by training: how the threshold was chosen and what it gave on validation,
     # plus a thinned validation ROC curve ({"threshold": [...], "sensitivity": [...], ...}).
     validation: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +69,7 @@ class ModelConfig:
                 "positive_label": self.positive_label,
                 "threshold": self.threshold,
                 "temperature": self.temperature,
+                "precision": self.precision,
                 "validation": self.validation,
             },
         }
@@ -114,6 +116,8 @@ class ModelConfig:
             raise ConfigError("mean and std must be three numbers each, std positive")
         if not (0.0 <= self.threshold <= 1.0) or math.isnan(self.threshold):
             raise ConfigError(f"threshold must lie in [0, 1], got {self.threshold}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ConfigError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
 
@@ -142,6 +146,8 @@ def _inference_fields(inference: dict[str, Any]) -> dict[str, Any]:
         fields["threshold"] = float(inference["threshold"])
     if "temperature" in inference:
         fields["temperature"] = float(inference["temperature"])
+    if "precision" in inference:
+        fields["precision"] = str(inference["precision"])
     if "validation" in inference:
         fields["validation"] = dict(inference["validation"])
     return fields

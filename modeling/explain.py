@@ -30,14 +30,14 @@ def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor, class_index
 
     handle = stage.register_forward_hook(keep_activation)
     try:
-        with torch.enable_grad():
-            logits = model(pixel_values.requires_grad_(False))
+        with torch.enable_grad(), model.autocast(pixel_values.device.type):
+            logits = model(pixel_values.requires_grad_(False)).float()
             model.zero_grad(set_to_none=True)
             logits[0, class_index].backward()
     finally:
         handle.remove()
-    activation = captured["activation"]
-    weights = activation.grad.mean(dim=(2, 3), keepdim=True)
+    activation = captured["activation"].float()
+    weights = captured["activation"].grad.float().mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * activation).sum(dim=1, keepdim=True))
     cam = torch.nn.functional.interpolate(cam, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
     cam = cam[0, 0].detach()

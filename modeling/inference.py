@@ -1,7 +1,7 @@
 """Running a model over data: batched prediction shared by train (validation), evaluate and the app."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,14 +32,21 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
     return torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean())
 
 
-@torch.no_grad()
-def predict_images(model: PneumoniaClassifier, images: Iterable[Image.Image], batch_size: int = 16) -> np.ndarray:
-    """Class probabilities (N, C) for PIL images of any mode, through the one preprocessing path."""
-    transform = eval_transform(model.config)
-    device = next(model.parameters()).device
-    tensors = [transform(to_rgb(image)) for image in images]
-    outputs = []
-    for start in range(0, len(tensors), batch_size):
-        batch = torch.stack(tensors[start:start + batch_size]).to(device, memory_format=torch.channels_last)
-        outputs.append(model.predict_proba(batch).cpu())
-    return torch.cat(outputs).numpy() if outputs else np.zeros((0, model.config.num_classes))
+class Predictor:
+    """A model with its own preprocessing and precision, as config.json describes them: the one
+    inference path of the app, the benchmarks and library users."""
+
+    def __init__(self, model: PneumoniaClassifier):
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.config = model.config
+        self.transform = eval_transform(model.config)
+
+    def tensor(self, image: Image.Image) -> torch.Tensor:
+        """Any PIL image -> normalised (1, 3, S, S) network input."""
+        return self.transform(to_rgb(image)).unsqueeze(0).to(memory_format=torch.channels_last)
+
+    def probabilities(self, images: Sequence[Image.Image], batch_size: int = 16) -> np.ndarray:
+        """Calibrated class probabilities, shape (N, C)."""
+        outputs = [self.model.predict_proba(torch.cat([self.tensor(image) for image in images[i:i + batch_size]]))
+                   for i in range(0, len(images), batch_size)]
+        return torch.cat(outputs).numpy() if outputs else np.zeros((0, self.config.num_classes))

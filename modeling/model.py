@@ -67,8 +67,13 @@ class PneumoniaClassifier(
     @torch.no_grad()
     def predict_proba(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities (softmax of logits / temperature), shape (N, C)."""
-        logits = self(pixel_values).float()
+        with self.autocast(pixel_values.device.type):
+            logits = self(pixel_values).float()
         return torch.softmax(logits / self.config.temperature, dim=-1)
+
+    def autocast(self, device_type: str = "cpu") -> torch.autocast:
+        """The inference precision config.json asks for (bf16 autocast, or plain fp32)."""
+        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.precision == "bfloat16")
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_weights(self.backbone, Path(save_directory) / WEIGHTS_NAME)
