@@ -34,6 +34,9 @@ DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumo
 EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
 DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
               "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
+NOT_AN_XRAY = ("### This does not look like a chest X-ray\n"
+               "The model was trained on frontal chest X-rays of children only, and this image is far from "
+               "them, so no pneumonia assessment is given.")
 
 
 def decision_text(p_positive: float, threshold: float) -> str:
@@ -85,12 +88,16 @@ def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
         image = _read_upload(file)
         try:
             if heatmap:
-                cam, probs = grad_cam(model, predictor.tensor(image), config.positive_index)
+                cam, probs, features = grad_cam(model, predictor.tensor(image), config.positive_index)
                 probs, shown = probs.numpy(), overlay(to_rgb(image), cam)
+                looks_like_xray = bool(model.looks_like_training_data(features)[0])
             else:
-                probs, shown = predictor.probabilities([image])[0], to_rgb(image)
+                all_probs, in_distribution = predictor.analyse([image])
+                probs, looks_like_xray, shown = all_probs[0], bool(in_distribution[0]), to_rgb(image)
         except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
             raise gr.Error("The image could not be analysed; please try another file.") from None
+        if not looks_like_xray:
+            return None, NOT_AN_XRAY, shown
         confidences = {name: float(p) for name, p in zip(labels, probs)}
         text = decision_text(confidences[config.positive_label], threshold)
         if "note" in image.info:
@@ -113,8 +120,11 @@ def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
                 _delete_upload(path)
         progress(0.5, desc=f"Analysing {len(images)} images")
         if images:
-            positive = predictor.probabilities(images)[:, config.positive_index]
-            for row_index, p in zip(readable, positive):
+            probs, in_distribution = predictor.analyse(images)
+            for row_index, p, looks_like_xray in zip(readable, probs[:, config.positive_index], in_distribution):
+                if not looks_like_xray:
+                    rows[row_index][2] = "does not look like a chest X-ray: no assessment"
+                    continue
                 rows[row_index][1] = round(float(p), 4)
                 rows[row_index][2] = "pneumonia suspected" if p >= threshold else "no pneumonia detected"
         csv_path = Path(tempfile.mkdtemp(prefix="pneumonia-batch-")) / "pneumonia_results.csv"

@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader
 
 from modeling.config import write_json_atomic
 from modeling.data import attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
-from modeling.inference import predict_loader
+from modeling.inference import Predictor, predict_loader
 from modeling.calibration import expected_calibration_error, positive_probs
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
 from modeling.model import ModelLoadError, PneumoniaClassifier
 from modeling.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
-from modeling.preprocessing import eval_transform
+from modeling.preprocessing import ImageLoadError, eval_transform, read_image
+from modeling.robustness import PERTURBATIONS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--ood-images", type=Path, action="append", default=[],
+                   help="folder of images that are not chest X-rays (python -m modeling.non_xray DIR); repeatable")
+    p.add_argument("--other-xrays", type=Path, action="append", default=[],
+                   help="folder of chest X-rays from other sources, reported separately; repeatable")
+    p.add_argument("--robustness", action="store_true", help="also evaluate under mild image changes")
     return p.parse_args(argv)
 
 
@@ -61,8 +67,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     to_model = label_mapping(label_names(split), config.label_names)
     loader = DataLoader(attach_transform(split, eval_transform(config), to_model), batch_size=args.batch_size,
                         num_workers=args.workers)
+    network = model
     model, loader = accelerator.prepare(model, loader)
-    classes, logits, loss = predict_loader(model, loader, accelerator, desc=f"evaluating {args.split}")
+    classes, logits, loss, features = predict_loader(model, loader, accelerator, desc=f"evaluating {args.split}",
+                                                     with_features=True)
     labels = (classes == config.positive_index).astype(int)
     probs = positive_probs(logits, config.temperature, config.positive_index)
 
@@ -74,6 +82,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["ci95"] = bootstrap_ci(labels, probs, config.threshold, n_boot=args.bootstrap)
     at_half = binary_metrics(labels, probs, 0.5)
     metrics["at_0.5"] = {**at_half, "ci95": bootstrap_ci(labels, probs, 0.5, n_boot=args.bootstrap)}
+
+    if network.ood is not None:
+        metrics["ood"] = ood_report(network, features, args.ood_images, args.other_xrays)
+    if args.robustness:
+        metrics["robustness"] = robustness_report(model, split, to_model, config, accelerator, args)
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,8 +105,77 @@ def evaluate(args: argparse.Namespace) -> dict:
     plot_confusion(metrics["confusion_matrix"], [_negative_label(config), config.positive_label],
                    config.threshold, out / "confusion_matrix.png")
     print(format_table(metrics))
+    if "ood" in metrics:
+        print(format_ood(metrics["ood"]))
+    if "robustness" in metrics:
+        print(format_robustness(metrics))
     print(f"wrote metrics.json, predictions.csv, roc.png, pr.png, confusion_matrix.png, reliability.png to {out}")
     return metrics
+
+
+def _folder_images(folder: Path) -> tuple[list[str], list, list[str]]:
+    """(names, images, names refused by the reader: too small, too elongated, unreadable)."""
+    names, images, refused = [], [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            images.append(read_image(path))
+            names.append(path.name)
+        except ImageLoadError:
+            refused.append(path.name)
+    return names, images, refused
+
+
+def ood_report(model, test_features, ood_folders: list[Path], other_xray_folders: list[Path]) -> dict:
+    """How often test X-rays are wrongly flagged, and how often non-X-rays are caught."""
+    flagged = model.ood.is_outlier(test_features)
+    report = {"threshold": model.ood.threshold, "test_xrays": len(flagged),
+              "test_xrays_flagged": int(flagged.sum()), "test_xrays_flagged_rate": float(flagged.mean())}
+    predictor = Predictor(model)
+    for key, folders in (("non_xray", ood_folders), ("other_xrays", other_xray_folders)):
+        for folder in folders:
+            names, images, refused = _folder_images(folder)
+            in_distribution = predictor.analyse(images)[1]
+            caught = [name for name, ok in zip(names, in_distribution) if not ok]
+            total = len(names) + len(refused)
+            report.setdefault(key, []).append({
+                "folder": str(folder), "images": total, "refused_by_reader": refused, "flagged_by_detector": len(caught),
+                "flagged": len(caught) + len(refused), "flagged_rate": (len(caught) + len(refused)) / max(1, total),
+                "not_flagged": sorted(set(names) - set(caught))})
+    return report
+
+
+def format_ood(report: dict) -> str:
+    lines = [f"out-of-distribution threshold {report['threshold']:.3f}: test X-rays flagged "
+             f"{report['test_xrays_flagged']}/{report['test_xrays']} ({report['test_xrays_flagged_rate']:.1%})"]
+    for key, label in (("non_xray", "non-X-ray images caught"), ("other_xrays", "other chest X-rays flagged")):
+        for entry in report.get(key, []):
+            lines.append(f"{label}: {entry['flagged']}/{entry['images']} ({entry['flagged_rate']:.1%}; "
+                         f"{len(entry['refused_by_reader'])} refused by the reader) in {entry['folder']}")
+    return "\n".join(lines)
+
+
+def robustness_report(model, split, to_model, config, accelerator, args) -> dict:
+    """Test metrics at the operating threshold under each perturbation in `modeling.robustness`."""
+    report = {}
+    base = eval_transform(config)
+    for name, perturb in PERTURBATIONS.items():
+        loader = accelerator.prepare(DataLoader(
+            attach_transform(split, lambda image, perturb=perturb: base(perturb(image)), to_model),
+            batch_size=args.batch_size, num_workers=args.workers))
+        classes, logits, _ = predict_loader(model, loader, accelerator, desc=name)
+        result = binary_metrics((classes == config.positive_index).astype(int),
+                                positive_probs(logits, config.temperature, config.positive_index), config.threshold)
+        report[name] = {k: result[k] for k in ("accuracy", "recall", "specificity", "roc_auc")}
+    return report
+
+
+def format_robustness(metrics: dict) -> str:
+    lines = ["| change | accuracy | sensitivity | specificity | ROC-AUC |", "| --- | --- | --- | --- | --- |",
+             f"| none | {metrics['accuracy']:.4f} | {metrics['recall']:.4f} | {metrics['specificity']:.4f} "
+             f"| {metrics['roc_auc']:.4f} |"]
+    for name, r in metrics["robustness"].items():
+        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['recall']:.4f} | {r['specificity']:.4f} | {r['roc_auc']:.4f} |")
+    return "\n".join(lines)
 
 
 def _negative_label(config) -> str:

@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> None:
             state.update(best_score=score, best_epoch=epoch + 1,
                          best_validation={"labels": labels.tolist(), "logits": logits.tolist()})
             if accelerator.is_main_process:
-                accelerator.unwrap_model(model)._save_pretrained(out)
+                accelerator.unwrap_model(model).save_model_files(out)
             log(f"new best epoch {epoch + 1} (validation {args.select_metric})")
         state["epoch"] = epoch
         state["args"] = vars(args)

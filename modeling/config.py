@@ -36,6 +36,7 @@ class ModelConfig:
     threshold: float = 0.5
     temperature: float = 1.0
     precision: str = "float32"  # inference precision: "float32" or "bfloat16" (autocast)
+    ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution detector: file, threshold, ...
     # Filled by training: how the threshold was chosen and what it gave on validation,
     # plus a thinned validation ROC curve ({"threshold": [...], "sensitivity": [...], ...}).
     validation: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +71,7 @@ class ModelConfig:
                 "threshold": self.threshold,
                 "temperature": self.temperature,
                 "precision": self.precision,
+                "ood": self.ood,
                 "validation": self.validation,
             },
         }
@@ -148,6 +150,8 @@ def _inference_fields(inference: dict[str, Any]) -> dict[str, Any]:
         fields["temperature"] = float(inference["temperature"])
     if "precision" in inference:
         fields["precision"] = str(inference["precision"])
+    if "ood" in inference:
+        fields["ood"] = dict(inference["ood"] or {})
     if "validation" in inference:
         fields["validation"] = dict(inference["validation"])
     return fields

@@ -19,8 +19,10 @@ def last_feature_stage(model: PneumoniaClassifier) -> torch.nn.Module:
     return model.backbone.get_submodule(name)
 
 
-def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor, class_index: int) -> tuple[np.ndarray, torch.Tensor]:
-    """(heatmap in [0, 1] at input resolution, shape (H, W); class probabilities) for one image (1, 3, H, W)."""
+def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor,
+             class_index: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """For one image (1, 3, H, W): (heatmap in [0, 1] at input resolution (H, W), class probabilities (C,),
+    penultimate features (1, D) for the out-of-distribution check)."""
     stage = last_feature_stage(model)
     captured: dict[str, torch.Tensor] = {}
 
@@ -31,7 +33,8 @@ def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor, class_index
     handle = stage.register_forward_hook(keep_activation)
     try:
         with torch.enable_grad(), model.autocast(pixel_values.device.type):
-            logits = model(pixel_values.requires_grad_(False)).float()
+            logits, features = model.forward_with_features(pixel_values.requires_grad_(False))
+            logits = logits.float()
             model.zero_grad(set_to_none=True)
             logits[0, class_index].backward()
     finally:
@@ -43,7 +46,7 @@ def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor, class_index
     cam = cam[0, 0].detach()
     cam = (cam - cam.min()) / (cam.max() - cam.min()) if cam.max() > cam.min() else torch.zeros_like(cam)
     probs = torch.softmax(logits.detach().float() / model.config.temperature, dim=-1)[0]
-    return cam.numpy(), probs
+    return cam.numpy(), probs, features.detach().float()
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45, max_side: int = 640) -> Image.Image:

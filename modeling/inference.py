@@ -15,21 +15,26 @@ from .preprocessing import eval_transform, to_rgb
 
 
 @torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
-                   desc: str = "predicting") -> tuple[np.ndarray, np.ndarray, float]:
-    """(labels as model class indices, logits (N, C), mean cross-entropy) over a prepared loader,
-    gathered from all processes."""
+def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "predicting",
+                   with_features: bool = False) -> tuple[np.ndarray, ...]:
+    """(labels as model class indices, logits (N, C), mean cross-entropy[, penultimate features (N, D)])
+    over a prepared loader, gathered from all processes."""
     model.eval()
-    labels, logits, losses = [], [], []
+    network = accelerator.unwrap_model(model)
+    labels, logits, losses, features = [], [], [], []
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not accelerator.is_local_main_process):
         pixels = batch["pixel_values"].to(memory_format=torch.channels_last)
         with accelerator.autocast():
-            batch_logits = model(pixels).float()
+            batch_logits, batch_features = network.forward_with_features(pixels)
+        batch_logits = batch_logits.float()
         loss = torch.nn.functional.cross_entropy(batch_logits, batch["label"], reduction="none")
         gathered = accelerator.gather_for_metrics((batch["label"], batch_logits, loss))
         for store, value in zip((labels, logits, losses), gathered):
             store.append(value.cpu())
-    return torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean())
+        if with_features:
+            features.append(accelerator.gather_for_metrics(batch_features.float()).cpu())
+    result = (torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean()))
+    return result + (torch.cat(features).numpy(),) if with_features else result
 
 
 class Predictor:
@@ -45,8 +50,18 @@ class Predictor:
         """Any PIL image -> normalised (1, 3, S, S) network input."""
         return self.transform(to_rgb(image)).unsqueeze(0).to(memory_format=torch.channels_last)
 
+    def analyse(self, images: Sequence[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated class probabilities (N, C), looks like a chest X-ray (N,) bool)."""
+        probs, in_distribution = [], []
+        for start in range(0, len(images), batch_size):
+            batch_probs, features = self.model.predict(
+                torch.cat([self.tensor(image) for image in images[start:start + batch_size]]))
+            probs.append(batch_probs.numpy())
+            in_distribution.append(self.model.looks_like_training_data(features))
+        if not probs:
+            return np.zeros((0, self.config.num_classes)), np.zeros(0, dtype=bool)
+        return np.concatenate(probs), np.concatenate(in_distribution)
+
     def probabilities(self, images: Sequence[Image.Image], batch_size: int = 16) -> np.ndarray:
         """Calibrated class probabilities, shape (N, C)."""
-        outputs = [self.model.predict_proba(torch.cat([self.tensor(image) for image in images[i:i + batch_size]]))
-                   for i in range(0, len(images), batch_size)]
-        return torch.cat(outputs).numpy() if outputs else np.zeros((0, self.config.num_classes))
+        return self.analyse(images, batch_size)[0]

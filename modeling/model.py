@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import timm
 import torch
 from huggingface_hub import ModelHubMixin, hf_hub_download
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ConfigError, ModelConfig
+from .ood import FeatureDensity
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -60,24 +62,44 @@ class PneumoniaClassifier(
         super().__init__()
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         self.backbone = create_backbone(self.config, pretrained=pretrained)
+        self.ood: Optional[FeatureDensity] = None  # loaded with the weights when the folder has one
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values)
 
+    def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, penultimate features): one pass serving both the answer and the OOD check."""
+        features = self.backbone.forward_head(self.backbone.forward_features(pixel_values), pre_logits=True)
+        return self.backbone.get_classifier()(features), features
+
     @torch.no_grad()
-    def predict_proba(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Calibrated class probabilities (softmax of logits / temperature), shape (N, C)."""
+    def predict(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(calibrated class probabilities (N, C), penultimate features (N, D)) in the configured precision."""
         with self.autocast(pixel_values.device.type):
-            logits = self(pixel_values).float()
-        return torch.softmax(logits / self.config.temperature, dim=-1)
+            logits, features = self.forward_with_features(pixel_values)
+        return torch.softmax(logits.float() / self.config.temperature, dim=-1), features.float()
+
+    def looks_like_training_data(self, features: torch.Tensor) -> np.ndarray:
+        """True where the features are close to the training X-rays (always True without a detector)."""
+        if self.ood is None:
+            return np.ones(len(features), dtype=bool)
+        return ~self.ood.is_outlier(features.float().cpu().numpy())
 
     def autocast(self, device_type: str = "cpu") -> torch.autocast:
         """The inference precision config.json asks for (bf16 autocast, or plain fp32)."""
         return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.precision == "bfloat16")
 
+    def save_model_files(self, directory: Union[str, Path]) -> None:
+        """Weights, detector and config.json only (`save_pretrained` also writes a generic card)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_weights(self.backbone, directory / WEIGHTS_NAME)
+        if self.ood is not None:
+            self.ood.save(directory / self.config.ood["file"])
+        self.config.save(directory / CONFIG_NAME)
+
     def _save_pretrained(self, save_directory: Path) -> None:
-        save_weights(self.backbone, Path(save_directory) / WEIGHTS_NAME)
-        self.config.save(Path(save_directory) / CONFIG_NAME)
+        self.save_model_files(save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, Path], **kwargs: Any) -> "PneumoniaClassifier":
@@ -116,7 +138,19 @@ class PneumoniaClassifier(
                                            local_files_only=local_files_only, token=token)
         model = cls(config, pretrained=False)
         load_weights(model.backbone, weights_file)
+        if model.config.ood.get("file"):
+            model.ood = _load_ood(model_id, model.config.ood["file"], revision=revision, cache_dir=cache_dir,
+                                  force_download=force_download, local_files_only=local_files_only, token=token)
         return model
+
+
+def _load_ood(model_id: str, filename: str, **hub_kwargs: Any) -> FeatureDensity:
+    path = os.path.join(model_id, filename) if os.path.isdir(model_id) else \
+        hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
+    try:
+        return FeatureDensity.load(path)
+    except (SafetensorError, OSError, KeyError) as error:
+        raise ModelLoadError(f"The out-of-distribution detector {path} could not be read ({error}).") from None
 
 
 def _looks_like_path(source: str) -> bool:

@@ -1,0 +1,61 @@
+"""Mild, realistic image changes for the robustness report (`evaluate.py --robustness`).
+
+Each takes and returns an RGB PIL image, before the model's own preprocessing.
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+from PIL import Image, ImageEnhance, ImageFilter
+
+
+def rotate(degrees: float) -> Callable[[Image.Image], Image.Image]:
+    return lambda image: image.rotate(degrees, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+
+
+def brightness(factor: float) -> Callable[[Image.Image], Image.Image]:
+    return lambda image: ImageEnhance.Brightness(image).enhance(factor)
+
+
+def contrast(factor: float) -> Callable[[Image.Image], Image.Image]:
+    return lambda image: ImageEnhance.Contrast(image).enhance(factor)
+
+
+def blur(radius: float) -> Callable[[Image.Image], Image.Image]:
+    return lambda image: image.filter(ImageFilter.GaussianBlur(radius))
+
+
+def jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
+    def compress(image: Image.Image) -> Image.Image:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return compress
+
+
+def lower_resolution(factor: float) -> Callable[[Image.Image], Image.Image]:
+    def shrink(image: Image.Image) -> Image.Image:
+        small = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        return image.resize(small, Image.BILINEAR)
+    return shrink
+
+
+def letterbox(aspect: float) -> Callable[[Image.Image], Image.Image]:
+    """Pad with black bars to width/height = `aspect`, as a viewer exporting a wide frame would."""
+    def pad(image: Image.Image) -> Image.Image:
+        width = max(image.width, round(image.height * aspect))
+        height = max(image.height, round(image.width / aspect))
+        canvas = Image.new("RGB", (width, height))
+        canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
+        return canvas
+    return pad
+
+
+PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "rotate +5°": rotate(5), "rotate -10°": rotate(-10),
+    "brightness x0.8": brightness(0.8), "brightness x1.2": brightness(1.2),
+    "contrast x0.8": contrast(0.8), "contrast x1.2": contrast(1.2),
+    "gaussian blur r=1.5": blur(1.5), "JPEG quality 30": jpeg(30),
+    "half resolution": lower_resolution(0.5), "letterbox 4:3": letterbox(4 / 3),
+}

@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modeling import PneumoniaClassifier
+from modeling.non_xray import assemble
+from modeling.ood import FeatureDensity, fit_detector
+from modeling.robustness import PERTURBATIONS
+
+from conftest import REPO, run_script
+
+
+def test_feature_density_scores_far_points_higher():
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(8, 32))
+    train = rng.normal(size=(500, 8)) @ basis + 0.01 * rng.normal(size=(500, 32))
+    validation = rng.normal(size=(200, 8)) @ basis + 0.01 * rng.normal(size=(200, 32))
+    density = fit_detector(train, validation, quantile=0.99, components=8)
+    inside = density.score(validation)
+    assert np.mean(inside > density.threshold) <= 0.02
+    off_subspace = validation + 0.5 * rng.normal(size=validation.shape)  # leaves the training subspace
+    far_along = validation * 6  # stays in it, but much further out
+    assert density.is_outlier(off_subspace).mean() > 0.95 and density.is_outlier(far_along).mean() > 0.95
+
+
+def test_feature_density_round_trips_through_safetensors(tmp_path):
+    density = FeatureDensity.fit(np.random.default_rng(1).normal(size=(50, 6)), components=3)
+    density.threshold = 2.5
+    density.save(tmp_path / "ood.safetensors")
+    loaded = FeatureDensity.load(tmp_path / "ood.safetensors")
+    probe = np.random.default_rng(2).normal(size=(5, 6))
+    np.testing.assert_allclose(loaded.score(probe), density.score(probe), rtol=1e-4)
+    assert loaded.threshold == 2.5
+
+
+def test_non_xray_set_has_over_100_described_images(tmp_path):
+    paths = assemble(tmp_path)
+    assert len(paths) >= 100 and len({p.name for p in paths}) == len(paths)
+    assert {p.stem.split("-")[0] for p in paths} == {"skimage", "matplotlib", "sklearn", "generated"}
+
+
+@pytest.mark.parametrize("name", list(PERTURBATIONS))
+def test_robustness_changes_are_mild_and_keep_rgb(name):
+    image = Image.open(REPO / "examples" / "normal-IM-0001-0001.jpeg").convert("RGB")
+    changed = PERTURBATIONS[name](image)
+    assert changed.mode == "RGB" and changed.size[0] >= 100
+    a = np.asarray(image.resize((64, 64)), dtype=float)
+    b = np.asarray(changed.resize((64, 64)), dtype=float)
+    assert 0 < np.abs(a - b).mean() < 60  # changed, but still the same picture
+
+
+def test_fitted_detector_travels_with_the_model_and_evaluate_reports_it(tiny_model_dir, small_data, tmp_path):
+    import shutil
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    run_script("-m", "modeling.ood", "fit", str(model_dir), "--data", str(small_data), "--components", "8")
+    model = PneumoniaClassifier.from_pretrained(model_dir)
+    assert model.ood is not None and model.config.ood["file"] == "ood.safetensors"
+    noise_dir = tmp_path / "noise"
+    noise_dir.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(noise_dir / f"{i}.png")
+    out = tmp_path / "eval"
+    result = run_script("evaluate.py", "--model", str(model_dir), "--data", str(small_data), "--output-dir", str(out),
+                        "--bootstrap", "20", "--ood-images", str(noise_dir), "--robustness")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ood"]["test_xrays"] == 24 and metrics["ood"]["non_xray"][0]["images"] == 3
+    assert set(metrics["robustness"]) == set(PERTURBATIONS)
+    assert "test X-rays flagged" in result.stdout and "| letterbox 4:3 |" in result.stdout
+
+
+def test_demo_says_not_an_xray_for_noise(tiny_model_dir, small_data, tmp_path):
+    import shutil
+
+    from gradio_client import Client, handle_file
+
+    import app
+    from test_app import free_port
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    run_script("-m", "modeling.ood", "fit", str(model_dir), "--data", str(small_data), "--components", "8")
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(noise)
+    demo = app.build_demo(PneumoniaClassifier.from_pretrained(model_dir))
+    port = free_port()
+    app.serve(demo, "127.0.0.1", port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for heatmap in (True, False):
+            label, decision, _ = client.predict(handle_file(str(noise)), heatmap=heatmap, api_name="/predict")
+            assert decision.startswith("### This does not look like a chest X-ray") and not label.get("confidences")
+        table, _ = client.predict([handle_file(str(noise))], api_name="/predict_batch")
+        assert table["data"][0][2].startswith("does not look like a chest X-ray")
+    finally:
+        demo.close()
