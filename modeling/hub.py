@@ -25,7 +25,7 @@ from .metrics import RATES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CARD_TEMPLATE = REPO_ROOT / "model_card.md"
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
-MODEL_FILES = ["model.safetensors", "config.json", "README.md", "training_log.json", "data_report.json",
+MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "README.md", "training_log.json", "data_report.json",
                "split.json", "eval/metrics.json", "eval/roc.png", "eval/pr.png", "eval/confusion_matrix.png",
                "eval/reliability.png", "eval/predictions.csv"]
 SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
@@ -83,6 +83,7 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         eval_command=f"python evaluate.py --model {metrics.get('model', model_dir)} --data {data_arg} "
                      f"--split {metrics.get('split', 'test')} --output-dir {model_dir / 'eval'}",
         metrics=metrics, rates=RATES, bootstrap=metrics.get("bootstrap", "many"),
+        ood_quantile=config.ood.get("quantile"),
     )
 
 
