@@ -52,9 +52,13 @@ def operating_point_text(config, threshold: float) -> str:
     curve = config.validation.get("curve")
     if not curve:
         return "This model carries no validation results for its thresholds."
-    i = int(np.argmin(np.abs(np.asarray(curve["threshold"]) - threshold)))
-    return (f"At threshold {curve['threshold'][i]:.2f}, validation sensitivity was **{curve['sensitivity'][i]:.1%}** "
-            f"and specificity **{curve['specificity'][i]:.1%}** ({config.validation.get('n', '?')} children's X-rays "
+    if abs(threshold - config.threshold) < 5e-4 and "sensitivity" in config.validation:  # the slider rounds
+        shown, sensitivity, specificity = config.threshold, config.validation["sensitivity"], config.validation["specificity"]
+    else:
+        i = int(np.argmin(np.abs(np.asarray(curve["threshold"]) - threshold)))
+        shown, sensitivity, specificity = curve["threshold"][i], curve["sensitivity"][i], curve["specificity"][i]
+    return (f"At threshold {shown:.3f}, validation sensitivity was **{sensitivity:.1%}** "
+            f"and specificity **{specificity:.1%}** ({config.validation.get('n', '?')} children's X-rays "
             f"held out from training). The model's operating threshold is {config.threshold:.3f}. "
             "Expect lower specificity on new data.")
 
@@ -147,7 +151,8 @@ def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
                     run = gr.Button("Analyse", variant="primary")
                 with gr.Column():
                     decision = gr.Markdown(elem_id="decision")
-                    probabilities = gr.Label(label="Probabilities", num_top_classes=len(labels))
+                    # no heading: the argmax could contradict the decision at a threshold other than 0.5
+                    probabilities = gr.Label(label="Probabilities", num_top_classes=len(labels), show_heading=False)
                     image_out = gr.Image(label="Grad-CAM: where the evidence was found", type="pil",
                                          elem_id="heatmap", format="png")
             if EXAMPLES:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,12 +33,7 @@ from modeling import PneumoniaClassifier, read_image  # noqa: E402
 from modeling.data import BalancedSampler, attach_transform, label_mapping, label_names, load_data  # noqa: E402
 from modeling.inference import Predictor  # noqa: E402
 from modeling.preprocessing import train_transform  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.load_test import free_port  # noqa: E402
 
 
 class PlainImageFolder(Dataset):

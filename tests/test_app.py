@@ -191,11 +191,14 @@ def test_threshold_changes_the_decision_not_the_probability(server):
     assert low[1].startswith("### Pneumonia suspected") and high[1].startswith("### No pneumonia detected")
 
 
-def test_operating_point_text_reads_the_validation_curve(tiny_model_dir):
+def test_operating_point_text_reads_the_validation_results(tiny_model_dir):
     config = PneumoniaClassifier.from_pretrained(tiny_model_dir).config
-    text = app.operating_point_text(config, config.threshold)
-    i = int(np.argmin(np.abs(np.asarray(config.validation["curve"]["threshold"]) - config.threshold)))
-    assert f"{config.validation['curve']['sensitivity'][i]:.1%}" in text
+    at_operating_point = app.operating_point_text(config, round(config.threshold, 3))  # as the slider shows it
+    assert f"sensitivity was **{config.validation['sensitivity']:.1%}**" in at_operating_point
+    assert f"specificity **{config.validation['specificity']:.1%}**" in at_operating_point
+    curve = config.validation["curve"]
+    elsewhere = app.operating_point_text(config, 0.101)
+    assert f"sensitivity was **{curve['sensitivity'][10]:.1%}**" in elsewhere and "threshold 0.100" in elsewhere
 
 
 def test_command_line_app_with_share_keeps_serving_offline(tiny_model_dir):
