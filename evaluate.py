@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from modeling.config import write_json_atomic
-from modeling.data import attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
+from modeling.data import DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
 from modeling.inference import Predictor, predict_loader
 from modeling.calibration import expected_calibration_error, positive_probs
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
@@ -58,7 +58,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     accelerator = Accelerator(mixed_precision="bf16" if config.precision == "bfloat16" else "no",
                               cpu=not torch.accelerator.is_available())
 
-    splits = load_data(args.data)
+    try:
+        splits = load_data(args.data)
+    except DataLoadError as error:
+        sys.exit(str(error))
     if args.split not in splits:
         sys.exit(f"The data has no split {args.split!r}; it has {', '.join(splits)}.")
     split, report = drop_unreadable(splits[args.split], args.split,

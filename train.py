@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig, write_json_atomic
-from modeling.data import (BalancedSampler, attach_transform, drop_unreadable, label_mapping, label_names,
+from modeling.data import (BalancedSampler, DataLoadError, attach_transform, drop_unreadable, label_mapping, label_names,
                            load_data, make_train_val)
 from modeling.inference import predict_loader
 from modeling.calibration import positive_probs, set_operating_point
@@ -82,7 +82,10 @@ def main(args: argparse.Namespace) -> None:
     ckpt_root = out / "checkpoints"
 
     # --- data: load, drop unreadable images, patient-grouped validation split
-    splits = load_data(args.data)
+    try:
+        splits = load_data(args.data)
+    except DataLoadError as error:
+        sys.exit(str(error))
     train_set, report = drop_unreadable(splits["train"], "train", data_dir=args.data if os.path.isdir(args.data) else None,
                                         show_progress=accelerator.is_local_main_process)
     log(report.summary())
@@ -93,6 +96,8 @@ def main(args: argparse.Namespace) -> None:
         write_json_atomic(out / "data_report.json", {"train": report.to_dict(), "split_source": split_info["source"],
                                                      "train_images": len(train_set), "validation_images": len(val_set)})
     log(f"train {len(train_set)} images, validation {len(val_set)} ({split_info['source']})")
+    if "warning" in split_info:
+        log(f"warning: {split_info['warning']}")
 
     # --- model and its config (the one source of truth for preprocessing and inference)
     config = ModelConfig(architecture=args.model, image_size=args.image_size,

@@ -27,17 +27,21 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".
 MIN_VALIDATION_IMAGES = 200  # an official validation split smaller than this is too small to select on
 
 
+class DataLoadError(RuntimeError):
+    """The data could not be loaded; the message is one sentence saying what to do."""
+
+
 def load_data(data: str, cache_dir: str | None = None) -> DatasetDict:
     """All splits of a local imagefolder or a Hub dataset, with images left undecoded."""
     if os.path.isdir(data):
         splits = load_dataset("imagefolder", data_dir=data, cache_dir=cache_dir)
-    elif os.path.exists(data) or data.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--data {data} is not a folder")
+    elif os.path.exists(data) or data.startswith((".", "/", "~")) or data.count("/") > 1:
+        raise DataLoadError(f"--data {data} is not a folder; pass an imagefolder or a Hugging Face dataset id.")
     else:
         try:
             splits = load_dataset(data, cache_dir=cache_dir)
         except Exception as error:  # noqa: BLE001 - offline and auth failures come as many types
-            raise RuntimeError(
+            raise DataLoadError(
                 f"Could not load the dataset {data!r} from the Hugging Face Hub ({type(error).__name__}); "
                 "connect to the internet or pass a local folder to --data.") from None
     return DatasetDict({name: _normalise_columns(split) for name, split in splits.items()})
@@ -149,6 +153,9 @@ def make_train_val(splits: DatasetDict, val_fraction: float, seed: int, split_fi
             train_idx, val_idx = grouped_validation_split(names, train["label"], val_fraction, seed)
             info = {"source": "patient-grouped stratified split of train", "seed": seed,
                     "val_fraction": val_fraction}
+            if any(name.startswith("image-") for name in names):
+                info["warning"] = ("the dataset keeps no file names, so patients are unknown and this split "
+                                   "is not grouped by patient")
         info["train"] = [names[i] for i in train_idx]
         info["validation"] = [names[i] for i in val_idx]
         validation = train.select(val_idx)

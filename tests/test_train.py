@@ -123,3 +123,12 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(small_data, tmp_
     ours, ref = load_file(str(interrupted / "model.safetensors")), load_file(str(reference / "model.safetensors"))
     assert all(np.allclose(ours[k].numpy(), ref[k].numpy(), atol=1e-5) for k in ref)
     assert not list((interrupted / "checkpoints").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_unreachable_hub_dataset_is_one_sentence(script, tmp_path, tiny_model_dir):
+    model = ["--model", str(tiny_model_dir)] if script == "evaluate.py" else []
+    result = run_script(script, "--data", "someone/no-such-dataset", "--output-dir", str(tmp_path), *model, check=False,
+                        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Could not load the dataset 'someone/no-such-dataset'")
