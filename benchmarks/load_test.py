@@ -80,9 +80,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--heatmap", action="store_true", help="ask for Grad-CAM too (slower)")
+    parser.add_argument("--output", type=Path, help="also write the results as JSON (the README is rendered from it)")
     args = parser.parse_args()
     result = run(args.model, args.clients, args.requests, args.heatmap)
     print(json.dumps(result, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
     sys.exit(0 if result["lost_or_wrong"] == 0 else 1)
 
 

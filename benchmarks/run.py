@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip-end-to-end", action="store_true", help="skip evaluate.py and the cold start")
+    parser.add_argument("--output", type=Path, help="also write the results as JSON (the README is rendered from it)")
     args = parser.parse_args()
     config = PneumoniaClassifier.from_pretrained(args.model).config
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
@@ -202,6 +203,8 @@ def main() -> None:
         results["app_cold_start_to_first_answer_s"] = cold_start_seconds(args.model)
         print(f"app.py cold start to first answer: {results['app_cold_start_to_first_answer_s']:.1f} s", flush=True)
     print(json.dumps(results, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
