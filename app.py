@@ -22,7 +22,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from modeling import ImageLoadError, ModelLoadError, PneumoniaClassifier, read_image, to_rgb  # noqa: E402

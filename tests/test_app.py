@@ -3,7 +3,6 @@ import csv
 import io
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile

@@ -1,7 +1,6 @@
 """A person's view: headless Chromium (Debian's) opens the demo, uploads an X-ray, sees decision and heatmap."""
 import shutil
 
-import pytest
 from playwright.sync_api import expect, sync_playwright
 
 import app
