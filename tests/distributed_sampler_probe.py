@@ -20,3 +20,5 @@ everyone = gather_object([{"rank": accelerator.process_index, "indices": seen}])
 if accelerator.is_main_process:
     sampler.set_epoch(2)
     json.dump({"processes": everyone, "single_process_draw": list(sampler)}, open(sys.argv[1], "w"))
+accelerator.wait_for_everyone()
+accelerator.end_training()  # destroys the process group: without it gloo can abort at interpreter exit
