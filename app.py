@@ -31,6 +31,7 @@ from modeling.inference import Predictor  # noqa: E402
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
 EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
+EXAMPLE_NAMES = {path.name for path in EXAMPLES}
 DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
               "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
 NOT_AN_XRAY = ("### This does not look like a chest X-ray\n"
@@ -62,20 +63,16 @@ def operating_point_text(config, threshold: float) -> str:
             "Expect lower specificity on new data.")
 
 
-def _read_upload(path: str | None) -> Image.Image:
-    """Decode an upload, then delete it: uploads are not kept after the request."""
-    if not path:
-        raise gr.Error("Please upload a chest X-ray image first.")
+def _read_and_delete(path: str) -> Image.Image:
+    """Decode an upload, then delete it: uploads are not kept after the request (raises ImageLoadError)."""
     try:
-        return read_image(Path(path).read_bytes())
-    except ImageLoadError as error:
-        raise gr.Error(str(error)) from None
+        return read_image(path)
     finally:
         _delete_upload(path)
 
 
 def _delete_upload(path: str) -> None:
-    if Path(path).name in {example.name for example in EXAMPLES}:
+    if Path(path).name in EXAMPLE_NAMES:
         return  # the bundled examples are public files that gradio keeps for the next click
     with contextlib.suppress(OSError):
         os.remove(path)
@@ -88,7 +85,12 @@ def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
     labels = list(config.label_names)
 
     def predict(file: str | None, threshold: float = config.threshold, heatmap: bool = True):
-        image = _read_upload(file)
+        if not file:
+            raise gr.Error("Please upload a chest X-ray image first.")
+        try:
+            image = _read_and_delete(file)
+        except ImageLoadError as error:
+            raise gr.Error(str(error)) from None
         try:
             if heatmap:
                 cam, probs, features = grad_cam(model, predictor.tensor(image), config.positive_index)
@@ -114,13 +116,11 @@ def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
         for path in progress.tqdm(files, desc="Reading images"):
             name = Path(path).name
             try:
-                images.append(read_image(Path(path).read_bytes()))
+                images.append(_read_and_delete(path))
                 readable.append(len(rows))
                 rows.append([name, None, None])
             except ImageLoadError as error:
                 rows.append([name, None, f"not analysed: {error}"])
-            finally:
-                _delete_upload(path)
         progress(0.5, desc=f"Analysing {len(images)} images")
         if images:
             probs, in_distribution = predictor.analyse(images)

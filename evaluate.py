@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from modeling.calibration import expected_calibration_error, positive_probs
 from modeling.config import write_json_atomic
 from modeling.data import DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
-from modeling.inference import Predictor, predict_loader
-from modeling.calibration import expected_calibration_error, positive_probs
+from modeling.inference import Predictor, inference_accelerator, predict_loader
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
 from modeling.model import ModelLoadError, PneumoniaClassifier
 from modeling.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
@@ -53,9 +52,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         sys.exit(str(error))
     config = model.config
     model = model.to(memory_format=torch.channels_last)
-    # the precision config.json asks for: the same numbers the demo gives
-    accelerator = Accelerator(mixed_precision="bf16" if config.precision == "bfloat16" else "no",
-                              cpu=not torch.accelerator.is_available())
+    accelerator = inference_accelerator(model)  # config.json's precision: the same numbers the demo gives
 
     try:
         splits = load_data(args.data)

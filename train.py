@@ -24,12 +24,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from modeling.calibration import positive_probs, set_operating_point
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig, write_json_atomic
 from modeling.data import (BalancedSampler, DataLoadError, attach_transform, drop_unreadable, label_mapping, label_names,
                            load_data, make_train_val)
 from modeling.inference import predict_loader
-from modeling.calibration import positive_probs, set_operating_point
 from modeling.metrics import binary_metrics
 from modeling.model import ModelLoadError, PneumoniaClassifier
 from modeling.preprocessing import eval_transform, train_transform

@@ -11,7 +11,6 @@ model trained before calibration existed, and rewrites config.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +70,9 @@ def set_operating_point(config: ModelConfig, logits: np.ndarray, labels: np.ndar
 
 def main(argv: list[str] | None = None) -> None:
     import torch
-    from accelerate import Accelerator
-    from torch.utils.data import DataLoader
 
-    from .data import attach_transform, image_name, label_mapping, label_names, load_data
-    from .inference import predict_loader
+    from .inference import predict_saved_split
     from .model import PneumoniaClassifier
-    from .preprocessing import eval_transform
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path)
@@ -87,14 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = PneumoniaClassifier.from_pretrained(args.model_dir).to(memory_format=torch.channels_last)
     config = model.config
-    validation_names = set(json.loads((args.model_dir / "split.json").read_text())["validation"])
-    train = load_data(args.data)["train"]
-    keep = [i for i, record in enumerate(train["image"]) if image_name(record, i) in validation_names]
-    to_model = label_mapping(label_names(train), config.label_names)
-    loader = DataLoader(attach_transform(train.select(keep), eval_transform(config), to_model), batch_size=32)
-    accelerator = Accelerator(mixed_precision="no", cpu=not torch.accelerator.is_available())
-    model, loader = accelerator.prepare(model, loader)
-    labels, logits, _ = predict_loader(model, loader, accelerator, desc="validation")
+    labels, logits, _ = predict_saved_split(model, args.data, args.model_dir / "split.json", "validation")
     target = args.target_sensitivity or config.validation.get("target_sensitivity", 0.95)
     best_epoch = config.validation.get("best_epoch")
     at = set_operating_point(config, logits, labels, target, best_epoch=best_epoch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +135,6 @@ class ModelConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"config.json at {path} is not valid JSON ({error})") from None
         return cls.from_dict(data)
-
-    def as_plain_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _inference_fields(inference: dict[str, Any]) -> dict[str, Any]:

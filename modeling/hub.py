@@ -29,8 +29,7 @@ MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "README.md
                "split.json", "eval/metrics.json", "eval/roc.png", "eval/pr.png", "eval/confusion_matrix.png",
                "eval/reliability.png", "eval/predictions.csv"]
 SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
-CARD_METRICS = {"accuracy": "accuracy", "recall": "recall", "specificity": "specificity", "precision": "precision",
-                "f1": "f1", "roc_auc": "roc_auc"}
+CARD_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc")
 
 
 class HubError(RuntimeError):
@@ -59,13 +58,13 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
     card_data = ModelCardData(
         model_name=model_name, license="cc-by-4.0", library_name="timm", pipeline_tag="image-classification",
         tags=["image-classification", "timm", "medical-imaging", "chest-x-ray", "pneumonia"],
-        datasets=[DATASET_ID], base_model=base_model, metrics=list(CARD_METRICS.values()),
+        datasets=[DATASET_ID], base_model=base_model, metrics=list(CARD_METRICS),
         eval_results=[EvalResult(task_type="image-classification", dataset_type=DATASET_ID,
                                  dataset_name="Chest X-Ray Images (Pneumonia), Kermany et al. 2018",
-                                 dataset_split=metrics.get("split", "test"), metric_type=kind,
+                                 dataset_split=metrics.get("split", "test"), metric_type=name,
                                  metric_name=f"{name} at threshold {metrics['threshold']:.4f}",
                                  metric_value=round(float(metrics[name]), 4))
-                      for name, kind in CARD_METRICS.items()],
+                      for name in CARD_METRICS],
     )
     data_arg = metrics.get("data", "../shared/data/chest_xray")
     return ModelCard.from_template(

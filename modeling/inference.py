@@ -1,6 +1,8 @@
 """Running a model over data: batched prediction shared by train (validation), evaluate and the app."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -10,8 +12,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .data import attach_transform, image_name, label_mapping, label_names, load_data
 from .model import PneumoniaClassifier
 from .preprocessing import eval_transform, to_rgb
+
+
+def inference_accelerator(model: PneumoniaClassifier) -> Accelerator:
+    """An Accelerator running in the precision config.json asks for (so evaluate and the demo agree)."""
+    return Accelerator(mixed_precision="bf16" if model.config.precision == "bfloat16" else "no",
+                       cpu=not torch.accelerator.is_available())
 
 
 @torch.no_grad()
@@ -35,6 +44,19 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
             features.append(accelerator.gather_for_metrics(batch_features.float()).cpu())
     result = (torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean()))
     return result + (torch.cat(features).numpy(),) if with_features else result
+
+
+def predict_saved_split(model: PneumoniaClassifier, data: str, split_file: Path, side: str,
+                        with_features: bool = False) -> tuple[np.ndarray, ...]:
+    """`predict_loader` over one side ("train" or "validation") of the split a training run saved."""
+    keep = set(json.loads(Path(split_file).read_text())[side])
+    train = load_data(data)["train"]
+    subset = train.select([i for i, record in enumerate(train["image"]) if image_name(record, i) in keep])
+    to_model = label_mapping(label_names(train), model.config.label_names)
+    accelerator = inference_accelerator(model)
+    loader = accelerator.prepare(DataLoader(attach_transform(subset, eval_transform(model.config), to_model),
+                                            batch_size=32))
+    return predict_loader(model, loader, accelerator, desc=side, with_features=with_features)
 
 
 class Predictor:

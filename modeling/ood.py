@@ -11,7 +11,6 @@ validation and train are used. Everything is stored in `ood.safetensors` next to
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,24 +75,8 @@ def fit_detector(train_features: np.ndarray, validation_features: np.ndarray, qu
     return density
 
 
-def features_of(model, split, to_model, desc: str) -> np.ndarray:
-    """Penultimate features of a dataset split, through the shared prediction loop."""
-    from accelerate import Accelerator
-    from torch.utils.data import DataLoader
-
-    from .data import attach_transform
-    from .inference import predict_loader
-    from .preprocessing import eval_transform
-
-    accelerator = Accelerator(mixed_precision="bf16" if model.config.precision == "bfloat16" else "no",
-                              cpu=not torch.accelerator.is_available())
-    loader = accelerator.prepare(DataLoader(attach_transform(split, eval_transform(model.config), to_model),
-                                            batch_size=32))
-    return predict_loader(model, loader, accelerator, desc=desc, with_features=True)[3]
-
-
 def main(argv: list[str] | None = None) -> None:
-    from .data import image_name, label_mapping, label_names, load_data
+    from .inference import predict_saved_split
     from .model import PneumoniaClassifier
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,21 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model = PneumoniaClassifier.from_pretrained(args.model_dir).to(memory_format=torch.channels_last)
-    split = json.loads((args.model_dir / "split.json").read_text())
-    train = load_data(args.data)["train"]
-    names = [image_name(record, i) for i, record in enumerate(train["image"])]
-    to_model = label_mapping(label_names(train), model.config.label_names)
 
     def features(side: str) -> np.ndarray:
-        keep = set(split[side])
-        return features_of(model, train.select([i for i, name in enumerate(names) if name in keep]), to_model, side)
+        return predict_saved_split(model, args.data, args.model_dir / "split.json", side, with_features=True)[3]
 
     model.ood = fit_detector(features("train"), features("validation"), args.quantile, args.components)
     model.config.ood = {"file": OOD_FILE, "quantile": args.quantile, "components": len(model.ood.scales),
                         "threshold": model.ood.threshold}
     model.save_model_files(args.model_dir)
-    density = model.ood
-    print(f"wrote {args.model_dir / OOD_FILE}: threshold {density.threshold:.3f} "
+    print(f"wrote {args.model_dir / OOD_FILE}: threshold {model.ood.threshold:.3f} "
           f"(validation quantile {args.quantile})")
 
 

@@ -2,7 +2,6 @@
 import csv
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,15 +16,10 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
+from benchmarks.load_test import free_port
 from modeling import PneumoniaClassifier
 
 from conftest import FORMATS, REPO, run_script
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import app
 from modeling import PneumoniaClassifier
 
 from conftest import REPO
-from test_app import free_port
+from benchmarks.load_test import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

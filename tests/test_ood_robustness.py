@@ -77,7 +77,7 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, small_data, tmp_path):
     from gradio_client import Client, handle_file
 
     import app
-    from test_app import free_port
+    from benchmarks.load_test import free_port
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
     run_script("-m", "modeling.ood", "fit", str(model_dir), "--data", str(small_data), "--components", "8")
