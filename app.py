@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from modeling import ImageLoadError, ModelLoadError, PneumoniaClassifier, read_image, to_rgb  # noqa: E402
-from modeling.explain import grad_cam, overlay  # noqa: E402
+from modeling.explain import grad_cam, overlay, preview  # noqa: E402
 from modeling.inference import Predictor  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -98,7 +98,7 @@ def build_demo(model: PneumoniaClassifier) -> gr.Blocks:
                 looks_like_xray = bool(model.looks_like_training_data(features)[0])
             else:
                 all_probs, in_distribution = predictor.analyse([image])
-                probs, looks_like_xray, shown = all_probs[0], bool(in_distribution[0]), to_rgb(image)
+                probs, looks_like_xray, shown = all_probs[0], bool(in_distribution[0]), preview(to_rgb(image))
         except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
             raise gr.Error("The image could not be analysed; please try another file.") from None
         if not looks_like_xray:

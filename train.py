@@ -22,17 +22,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
+from modeling.augment import BatchAugment
 from modeling.calibration import positive_probs, set_operating_point
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig, write_json_atomic
-from modeling.data import (BalancedSampler, DataLoadError, attach_transform, drop_unreadable, label_mapping, label_names,
-                           load_data, make_train_val)
+from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
+                           label_mapping, label_names, load_data, make_train_val)
 from modeling.inference import predict_loader
 from modeling.metrics import binary_metrics
 from modeling.model import ModelLoadError, PneumoniaClassifier
-from modeling.preprocessing import eval_transform, train_transform
+from modeling.runtime import tcmalloc_active, use_tcmalloc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
+    p.add_argument("--ema-decay", type=float, default=0.998,
+                   help="also keep an exponential moving average of the weights (0: off); validation picks either")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--split-file", help="reuse the validation split saved by an earlier run (split.json)")
     p.add_argument("--target-sensitivity", type=float, default=0.95,
@@ -56,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--select-metric", default="roc_auc", choices=["roc_auc", "loss"],
                    help="validation criterion that picks the best epoch")
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
-    p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 2)))
+    p.add_argument("--decode-workers", type=int, default=os.cpu_count(), help="processes decoding the images once")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     p.add_argument("--keep-checkpoints", type=int, default=2)
@@ -89,6 +93,8 @@ def main(args: argparse.Namespace) -> None:
     train_set, report = drop_unreadable(splits["train"], "train", data_dir=args.data if os.path.isdir(args.data) else None,
                                         show_progress=accelerator.is_local_main_process)
     log(report.summary())
+    log("memory allocator: " + ("tcmalloc" if tcmalloc_active() else
+                                "the system's malloc (apt install libtcmalloc-minimal4 for faster CPU training)"))
     splits["train"] = train_set
     train_set, val_set, split_info = make_train_val(splits, args.val_fraction, args.seed, out / "split.json",
                                                     reuse_split=args.split_file)
@@ -110,12 +116,14 @@ def main(args: argparse.Namespace) -> None:
         sys.exit(str(error))
     model = model.to(memory_format=torch.channels_last)
 
+    # images are decoded and resized once (cached on disk by `datasets`); augmentation runs per batch on the device
+    with accelerator.main_process_first():
+        train_images, val_images = (DecodedImages(decode_once(split, config, to_model, args.decode_workers),
+                                                  config.image_size) for split in (train_set, val_set))
     sampler = BalancedSampler(train_labels, seed=args.seed)
-    train_loader = DataLoader(attach_transform(train_set, train_transform(config), to_model), batch_size=args.batch_size,
-                              sampler=sampler, num_workers=args.workers, drop_last=True,
-                              persistent_workers=args.workers > 0)
-    val_loader = DataLoader(attach_transform(val_set, eval_transform(config), to_model), batch_size=64,
-                            num_workers=args.workers)
+    train_loader = DataLoader(train_images, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=first)
+    val_loader = DataLoader(val_images, batch_size=64, collate_fn=first)
+    augment = BatchAugment(config, seed=args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -123,6 +131,10 @@ def main(args: argparse.Namespace) -> None:
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    candidates = {"weights": model} | ({"ema": ema.module} if ema is not None else {})
 
     # --- resume
     state = {"epoch": -1, "best_score": None, "best_epoch": None, "history": [], "best_validation": None}
@@ -137,40 +149,44 @@ def main(args: argparse.Namespace) -> None:
     images_per_step = args.batch_size * accelerator.num_processes
     for epoch in range(state["epoch"] + 1, args.epochs):
         train_loader.set_epoch(epoch)
+        augment.set_epoch(epoch, accelerator.process_index, accelerator.device)
         model.train()
         bar = tqdm(total=len(train_loader) * images_per_step, unit="img", unit_scale=True,
                    desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_local_main_process)
         started, loss_sum = time.time(), 0.0
         for step, batch in enumerate(train_loader, 1):
-            pixels = batch["pixel_values"].to(memory_format=torch.channels_last)
+            pixels = augment(batch["pixel_values"])
             with accelerator.autocast():
                 loss = criterion(model(pixels), batch["label"])
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model), step=epoch * steps_per_epoch + step)
             loss_sum += loss.item()
             bar.update(images_per_step)
             bar.set_postfix(loss=f"{loss_sum / step:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         bar.close()
         train_time = time.time() - started
 
-        labels, logits, val_loss = predict_loader(model, val_loader, accelerator, desc="validation")
-        val = binary_metrics(labels == config.positive_index, positive_probs(logits, 1.0, config.positive_index), 0.5)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, len(train_loader)),
-                  "train_images_per_s": len(train_loader) * images_per_step / train_time,
-                  "val_loss": val_loss, "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
-                  "val_specificity": val["specificity"], "val_accuracy": val["accuracy"]}
-        state["history"].append(record)
-        log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        for name, network in candidates.items():  # the trained weights, and their moving average
+            labels, logits, val_loss = predict_loader(network, val_loader, accelerator, desc=f"validation ({name})")
+            val = binary_metrics(labels == config.positive_index, positive_probs(logits, 1.0, config.positive_index), 0.5)
+            record = {"epoch": epoch + 1, "weights": name, "train_loss": loss_sum / max(1, len(train_loader)),
+                      "train_images_per_s": len(train_loader) * images_per_step / train_time,
+                      "val_loss": val_loss, "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
+                      "val_specificity": val["specificity"], "val_accuracy": val["accuracy"]}
+            state["history"].append(record)
+            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
-        score = val["roc_auc"] if args.select_metric == "roc_auc" else -val_loss
-        if state["best_score"] is None or score > state["best_score"]:
-            state.update(best_score=score, best_epoch=epoch + 1,
-                         best_validation={"labels": labels.tolist(), "logits": logits.tolist()})
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_model_files(out)
-            log(f"new best epoch {epoch + 1} (validation {args.select_metric})")
+            score = val["roc_auc"] if args.select_metric == "roc_auc" else -val_loss
+            if state["best_score"] is None or score > state["best_score"]:
+                state.update(best_score=score, best_epoch=epoch + 1, best_weights=name,
+                             best_validation={"labels": labels.tolist(), "logits": logits.tolist()})
+                if accelerator.is_main_process:
+                    accelerator.unwrap_model(network).save_model_files(out)
+                log(f"new best: epoch {epoch + 1}, {name} (validation {args.select_metric})")
         state["epoch"] = epoch
         state["args"] = vars(args)
         save_checkpoint(accelerator, ckpt_root, epoch, state, keep=args.keep_checkpoints)
@@ -181,12 +197,15 @@ def main(args: argparse.Namespace) -> None:
         at_threshold = set_operating_point(config, np.asarray(best["logits"]), np.asarray(best["labels"]),
                                            args.target_sensitivity, best_epoch=state["best_epoch"])
         config.save(out / "config.json")
-        write_json_atomic(out / "training_log.json", {"args": vars(args), "history": state["history"],
+        write_json_atomic(out / "training_log.json", {"command": " ".join(["python", *sys.argv]),
+                                                      "args": vars(args), "history": state["history"],
                                                       "best_epoch": state["best_epoch"],
+                                                      "best_weights": state.get("best_weights", "weights"),
                                                       "threshold": config.threshold,
                                                       "temperature": config.temperature,
                                                       "validation_at_threshold": at_threshold,
-                                                      "num_processes": accelerator.num_processes})
+                                                      "num_processes": accelerator.num_processes,
+                                                      "tcmalloc": tcmalloc_active()})
         log(f"best epoch {state['best_epoch']}; temperature {config.temperature:.3f}; threshold {config.threshold:.4f} "
             f"gives validation sensitivity {at_threshold['recall']:.4f}, specificity {at_threshold['specificity']:.4f}; "
             f"model saved to {out}")
@@ -194,4 +213,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    use_tcmalloc()
     main(parse_args())

@@ -5,7 +5,7 @@
 """
 from .config import ConfigError, ModelConfig
 from .model import ModelLoadError, PneumoniaClassifier
-from .preprocessing import ImageLoadError, eval_transform, load_rgb, read_image, to_rgb, train_transform
+from .preprocessing import ImageLoadError, eval_transform, load_rgb, normalize, read_image, to_rgb
 
 __all__ = ["ConfigError", "ImageLoadError", "ModelConfig", "ModelLoadError", "PneumoniaClassifier",
-           "eval_transform", "load_rgb", "read_image", "to_rgb", "train_transform"]
+           "eval_transform", "load_rgb", "normalize", "read_image", "to_rgb"]

@@ -2,7 +2,9 @@
 
 `--data` is either a local imagefolder (`DIR/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg`) or a Hub
 dataset id such as `hf-vision/chest-xray-pneumonia`. Images stay undecoded in the dataset
-(`Image(decode=False)`) and are decoded by `modeling.preprocessing` in the dataloader.
+(`Image(decode=False)`) and are decoded by `modeling.preprocessing`: per image in the
+dataloader for evaluation (`attach_transform`), or once for training (`decode_once`, cached by
+`datasets` on disk, then read back as uint8 batches by `DecodedImages`).
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Image as ImageFeature, load_dataset
+from datasets import Dataset, DatasetDict, Features, Image as ImageFeature, Value, load_dataset
 from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 
-from .config import write_json_atomic
-from .preprocessing import ImageLoadError, read_image, to_rgb
+from .config import ModelConfig, write_json_atomic
+from .preprocessing import ImageLoadError, read_image, resize_transform, to_rgb
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 MIN_VALIDATION_IMAGES = 200  # an official validation split smaller than this is too small to select on
@@ -171,6 +173,50 @@ def attach_transform(split: Dataset, transform: Callable[[Any], torch.Tensor],
         pixels = [transform(to_rgb(read_image(r["bytes"] or r["path"]))) for r in batch["image"]]
         return {"pixel_values": pixels, "label": [label_map[label] for label in batch["label"]]}
     return split.with_transform(decode_batch)
+
+
+def _decode_and_resize(batch: dict[str, list], transform: Callable, label_map: Sequence[int]) -> dict[str, list]:
+    pixels = [transform(to_rgb(read_image(r["bytes"] or r["path"]))).numpy().tobytes() for r in batch["image"]]
+    return {"pixels": pixels, "label": [label_map[label] for label in batch["label"]]}
+
+
+def decode_once(split: Dataset, config: ModelConfig, label_map: Sequence[int], num_proc: int | None = None) -> Dataset:
+    """Every image decoded and squashed to the model's input size once, as raw uint8 bytes (3 x S x S).
+
+    `datasets` caches the result on disk under the split's fingerprint, so later runs (and the
+    other processes of a distributed run) read it back instead of decoding again.
+    """
+    features = Features({"pixels": Value("binary"), "label": Value("int64")})
+    return split.map(_decode_and_resize, batched=True, batch_size=64, features=features,
+                     remove_columns=split.column_names, num_proc=num_proc,
+                     fn_kwargs={"transform": resize_transform(config), "label_map": list(label_map)},
+                     desc=f"Decoding and resizing images to {config.image_size}px (once)")
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Random access to `decode_once`'s output; a list of indices gives a whole batch at once:
+    {"pixel_values": uint8 (B, 3, S, S), "label": int64 (B,)}. Use with `collate_fn=first`."""
+
+    def __init__(self, decoded: Dataset, image_size: int):
+        self.decoded = decoded
+        self.shape = (3, image_size, image_size)
+
+    def __len__(self) -> int:
+        return len(self.decoded)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        rows = self.decoded[indices]
+        pixels = np.frombuffer(b"".join(rows["pixels"]), dtype=np.uint8).reshape(len(indices), *self.shape)
+        return [{"pixel_values": torch.from_numpy(pixels.copy()), "label": torch.tensor(rows["label"])}]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([index])[0]
+        return {"pixel_values": batch["pixel_values"][0], "label": batch["label"][0]}
+
+
+def first(batch: list) -> Any:
+    """collate_fn for datasets whose `__getitems__` already returns the whole batch."""
+    return batch[0]
 
 
 def label_mapping(dataset_labels: Sequence[str], model_labels: Sequence[str]) -> list[int]:

@@ -74,7 +74,8 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         dataset=DATASET_ID, train_images=report.get("train_images"), validation_images=report.get("validation_images"),
         unreadable=len(report.get("train", {}).get("unreadable", [])),
         train_command=_command("train.py", args, ["data", "output_dir", "model", "epochs", "image_size",
-                                                  "batch_size", "lr", "seed", "no_pretrained"]),
+                                                  "batch_size", "lr", "seed", "split_file", "no_pretrained"]),
+        ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
         epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
         label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
         select_metric=args.get("select_metric", "roc_auc"), best_epoch=log["best_epoch"],
@@ -82,7 +83,7 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         eval_command=f"python evaluate.py --model {metrics.get('model', model_dir)} --data {data_arg} "
                      f"--split {metrics.get('split', 'test')} --output-dir {model_dir / 'eval'}",
         metrics=metrics, rates=RATES, bootstrap=metrics.get("bootstrap", "many"),
-        ood_quantile=config.ood.get("quantile"),
+        ood_quantile=config.ood.get("quantile"), ood_stages=", ".join(config.ood.get("stages", [])),
     )
 
 

@@ -7,7 +7,7 @@ Nothing is ever unpickled, and loading is strict: every problem ends in `ModelLo
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import timm
@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ConfigError, ModelConfig
-from .ood import FeatureDensity
+from .ood import StagedDetector
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -62,21 +62,34 @@ class PneumoniaClassifier(
         super().__init__()
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         self.backbone = create_backbone(self.config, pretrained=pretrained)
-        self.ood: Optional[FeatureDensity] = None  # loaded with the weights when the folder has one
+        self.ood: Optional[StagedDetector] = None  # loaded with the weights when the folder has one
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values)
 
+    def feature_stages(self) -> list[str]:
+        """The stages whose average-pooled outputs make the OOD features (the last is the classifier's input)."""
+        return [info["module"] for info in self.backbone.feature_info[-3:-1]] + ["pre_logits"]
+
+    def feature_sizes(self) -> list[int]:
+        return [info["num_chs"] for info in self.backbone.feature_info[-3:-1]] + [self.backbone.num_features]
+
     def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, penultimate features): one pass serving both the answer and the OOD check."""
-        features = self.backbone.forward_head(self.backbone.forward_features(pixel_values), pre_logits=True)
-        return self.backbone.get_classifier()(features), features
+        """(logits, features (N, sum(feature_sizes()))): one pass serving both the answer and the OOD check."""
+        stages = len(self.backbone.feature_info)
+        final, intermediates = self.backbone.forward_intermediates(pixel_values, indices=[stages - 3, stages - 2])
+        pre_logits = self.backbone.forward_head(final, pre_logits=True)
+        features = torch.cat([stage.mean(dim=(2, 3)) for stage in intermediates] + [pre_logits], dim=1)
+        return self.backbone.get_classifier()(pre_logits), features
 
     @torch.no_grad()
-    def predict(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(calibrated class probabilities (N, C), penultimate features (N, D)) in the configured precision."""
+    def predict(self, pixel_values: torch.Tensor,
+                forward: Optional[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(calibrated class probabilities (N, C), OOD features (N, D)) in the configured precision.
+        `forward` replaces `forward_with_features` (a compiled copy of it, say)."""
         with self.autocast(pixel_values.device.type):
-            logits, features = self.forward_with_features(pixel_values)
+            logits, features = (forward or self.forward_with_features)(pixel_values)
         return torch.softmax(logits.float() / self.config.temperature, dim=-1), features.float()
 
     def looks_like_training_data(self, features: torch.Tensor) -> np.ndarray:
@@ -144,11 +157,11 @@ class PneumoniaClassifier(
         return model
 
 
-def _load_ood(model_id: str, filename: str, **hub_kwargs: Any) -> FeatureDensity:
+def _load_ood(model_id: str, filename: str, **hub_kwargs: Any) -> StagedDetector:
     path = os.path.join(model_id, filename) if os.path.isdir(model_id) else \
         hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
     try:
-        return FeatureDensity.load(path)
+        return StagedDetector.load(path)
     except (SafetensorError, OSError, KeyError) as error:
         raise ModelLoadError(f"The out-of-distribution detector {path} could not be read ({error}).") from None
 

@@ -2,8 +2,9 @@
 
 `read_image` accepts a path or bytes of any common format (PNG, JPEG, TIFF, BMP, GIF, DICOM)
 and raises `ImageLoadError` with a plain sentence for anything it cannot use. `to_rgb` turns any
-PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, ...) into 8-bit RGB. `eval_transform` and
-`train_transform` take a `ModelConfig` so that sizes and normalisation come from config.json.
+PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, ...) into 8-bit RGB. `resize_transform`, `normalize`
+and `eval_transform` take a `ModelConfig` so that sizes and normalisation come from config.json.
+Training augmentation runs on whole batches on the device: `modeling.augment`.
 """
 from __future__ import annotations
 
@@ -141,30 +142,34 @@ def _interpolation(name: str) -> v2.InterpolationMode:
         name, v2.InterpolationMode.BICUBIC)
 
 
+def resize_transform(config: ModelConfig) -> v2.Compose:
+    """RGB PIL image -> uint8 tensor (3, S, S), the whole image squashed to S x S (what is cached for training)."""
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.Resize((config.image_size, config.image_size), interpolation=_interpolation(config.interpolation),
+                  antialias=True),
+    ])
+
+
+def normalize(pixels: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """uint8 or [0, 1] float pixels (..., 3, H, W) -> the network's normalised float input."""
+    if pixels.dtype == torch.uint8:
+        pixels = pixels.float() / 255
+    mean = torch.tensor(config.mean, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(config.std, device=pixels.device).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
 def eval_transform(config: ModelConfig) -> v2.Compose:
-    """RGB PIL image -> normalised float tensor (3, S, S), the whole image squashed to S x S."""
-    size = (config.image_size, config.image_size)
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize(size, interpolation=_interpolation(config.interpolation), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(config.mean, config.std),
-    ])
+    """RGB PIL image -> normalised float tensor (3, S, S): `resize_transform`, then `normalize`."""
+    return v2.Compose([resize_transform(config), Normalize(config)])
 
 
-def train_transform(config: ModelConfig) -> v2.Compose:
-    """Mild, anatomically plausible augmentation for radiographs.
+class Normalize:
+    """`normalize` as a picklable transform (dataloader workers)."""
 
-    No horizontal flips (the heart sits on the left), small rotations and shifts (patient
-    positioning), crops that keep most of the lungs, and exposure changes (brightness/contrast).
-    """
-    size = (config.image_size, config.image_size)
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.18),
-                             interpolation=_interpolation(config.interpolation), antialias=True),
-        v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
-        v2.ColorJitter(brightness=0.25, contrast=0.25),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(config.mean, config.std),
-    ])
+    def __init__(self, config: ModelConfig):
+        self.config = config
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(pixels, self.config)

@@ -14,7 +14,7 @@ SHARED_DATA = Path(os.environ.get("PNEUMONIA_SHARED_DATA", REPO.parent / "shared
 KERMANY = SHARED_DATA / "chest_xray"
 FORMATS = SHARED_DATA / "formats"
 TINY_TRAIN_ARGS = ["--model", "test_resnet", "--no-pretrained", "--image-size", "64", "--batch-size", "8",
-                   "--workers", "0", "--mixed-precision", "no"]
+                   "--mixed-precision", "no"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -4,7 +4,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from modeling.data import BalancedSampler, drop_unreadable, grouped_validation_split, load_data, patient_id
+import torch
+from torch.utils.data import DataLoader
+
+from modeling.config import ModelConfig
+from modeling.data import (BalancedSampler, DecodedImages, decode_once, drop_unreadable, first, grouped_validation_split,
+                           load_data, patient_id)
+from modeling.preprocessing import load_rgb, resize_transform
 
 from conftest import KERMANY, copy_subset
 
@@ -62,3 +68,22 @@ def test_balanced_sampler_draws_classes_equally_and_reproducibly():
     assert list(sampler) == draw  # depends on (seed, epoch) only
     sampler.set_epoch(1)
     assert list(sampler) != draw
+
+
+def test_images_decoded_once_come_back_as_uint8_batches_equal_to_the_resize(tmp_path):
+    data = copy_subset(tmp_path / "data", {"train": 5})
+    train = load_data(str(data))["train"]
+    config = ModelConfig(image_size=48)
+    label_map = [1, 0]  # dataset NORMAL=0, PNEUMONIA=1 -> a model that lists them the other way round
+    decoded = decode_once(train, config, label_map)
+    loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=4, collate_fn=first)
+    batches = list(loader)
+    pixels = torch.cat([b["pixel_values"] for b in batches])
+    labels = torch.cat([b["label"] for b in batches])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (10, 3, 48, 48)
+    for i, record in enumerate(train):
+        source = record["image"]["bytes"] or record["image"]["path"]
+        assert torch.equal(pixels[i], resize_transform(config)(load_rgb(source)))
+        assert labels[i] == label_map[record["label"]]
+    again = decode_once(train, config, label_map)  # read back from the datasets cache
+    assert again.cache_files == decoded.cache_files

@@ -6,7 +6,7 @@ from PIL import Image
 
 from modeling import PneumoniaClassifier
 from modeling.non_xray import assemble
-from modeling.ood import FeatureDensity, fit_detector
+from modeling.ood import StagedDetector, fit_detector
 from modeling.robustness import PERTURBATIONS
 
 from conftest import REPO, run_script
@@ -25,14 +25,25 @@ def test_feature_density_scores_far_points_higher():
     assert density.is_outlier(off_subspace).mean() > 0.95 and density.is_outlier(far_along).mean() > 0.95
 
 
-def test_feature_density_round_trips_through_safetensors(tmp_path):
-    density = FeatureDensity.fit(np.random.default_rng(1).normal(size=(50, 6)), components=3)
-    density.threshold = 2.5
-    density.save(tmp_path / "ood.safetensors")
-    loaded = FeatureDensity.load(tmp_path / "ood.safetensors")
-    probe = np.random.default_rng(2).normal(size=(5, 6))
-    np.testing.assert_allclose(loaded.score(probe), density.score(probe), rtol=1e-4)
-    assert loaded.threshold == 2.5
+def test_an_outlier_at_one_stage_is_caught_even_if_the_others_look_normal():
+    rng = np.random.default_rng(3)
+    train, validation = rng.normal(size=(400, 6 + 10)), rng.normal(size=(200, 6 + 10))
+    detector = fit_detector(train, validation, quantile=0.99, components=4, sizes=[6, 10])
+    assert np.mean(detector.is_outlier(validation)) <= 0.02
+    odd_first_stage = validation.copy()
+    odd_first_stage[:, :6] *= 8  # only the first stage's features are unusual
+    assert detector.is_outlier(odd_first_stage).mean() > 0.95
+    assert (detector.stage_scores(odd_first_stage)[:, 0] > detector.stage_scores(odd_first_stage)[:, 1]).all()
+
+
+def test_detector_round_trips_through_safetensors(tmp_path):
+    rng = np.random.default_rng(1)
+    detector = fit_detector(rng.normal(size=(50, 9)), rng.normal(size=(30, 9)), 0.95, components=3, sizes=[4, 5])
+    detector.save(tmp_path / "ood.safetensors")
+    loaded = StagedDetector.load(tmp_path / "ood.safetensors")
+    probe = rng.normal(size=(5, 9))
+    np.testing.assert_allclose(loaded.score(probe), detector.score(probe), rtol=1e-4)
+    assert loaded.sizes == [4, 5] and loaded.threshold == pytest.approx(detector.threshold, rel=1e-6)
 
 
 def test_non_xray_set_has_over_100_described_images(tmp_path):

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from modeling.config import ModelConfig
-from modeling.preprocessing import ImageLoadError, eval_transform, load_rgb, read_image, to_rgb, train_transform
+from modeling.augment import BatchAugment
+from modeling.preprocessing import ImageLoadError, eval_transform, load_rgb, normalize, read_image, resize_transform, to_rgb
 
 from conftest import FORMATS, KERMANY
 
@@ -40,12 +41,46 @@ def test_sixteen_bit_keeps_its_contrast():
     assert values.min() == 0 and values.max() == 255  # windowed, not crushed to black
 
 
-def test_train_transform_gives_network_input_and_varies():
-    image = load_rgb(next((KERMANY / "train" / "NORMAL").iterdir()))
-    torch.manual_seed(0)
-    first, second = train_transform(CONFIG)(image), train_transform(CONFIG)(image)
-    assert first.shape == second.shape == (3, 64, 64)
-    assert not torch.equal(first, second)
+def _kermany_batch(count: int = 6) -> torch.Tensor:
+    paths = sorted((KERMANY / "train" / "PNEUMONIA").iterdir())[:count]
+    return torch.stack([resize_transform(CONFIG)(load_rgb(path)) for path in paths])
+
+
+def test_batch_augment_gives_network_input_that_varies_per_image_epoch_and_process():
+    pixels = _kermany_batch()
+    augment = BatchAugment(CONFIG, seed=1)
+    augment.set_epoch(0)
+    first = augment(pixels)
+    assert first.shape == (6, 3, 64, 64) and first.dtype == torch.float32
+    assert first.is_contiguous(memory_format=torch.channels_last)
+    low, high = normalize(torch.tensor([0, 255], dtype=torch.uint8).view(1, 2, 1).expand(3, 2, 1), CONFIG)[:, :, 0].T
+    assert (first >= low.view(3, 1, 1) - 1e-5).all() and (first <= high.view(3, 1, 1) + 1e-5).all()
+    augment.set_epoch(0)
+    assert torch.equal(augment(pixels), first)  # a resumed epoch repeats its augmentation exactly
+    augment.set_epoch(1)
+    assert not torch.allclose(augment(pixels), first)
+    augment.set_epoch(0, process_index=1)
+    assert not torch.allclose(augment(pixels), first)
+
+
+def test_batch_augment_geometry_is_mild_and_never_mirrors():
+    augment = BatchAugment(CONFIG, seed=0)
+    augment.set_epoch(0)
+    matrices = augment.affine_matrices(2000, torch.device("cpu"))
+    linear = matrices[:, :, :2]
+    area = torch.linalg.det(linear)
+    assert (area > 0).all()  # no reflection: the heart stays on the left
+    assert area.min() >= 0.7 - 1e-6 and area.max() <= 1.0 + 1e-6  # the crop keeps 70-100% of the image
+    angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0]))
+    assert angle.abs().max() <= 10 + 1e-4 and angle.abs().max() > 8  # rotations up to 10 degrees are drawn
+    assert matrices[:, :, 2].abs().max() <= 1.0  # the crop's centre stays inside the image
+
+
+def test_cached_training_pixels_normalise_exactly_like_evaluation():
+    image = load_rgb(next((KERMANY / "test" / "NORMAL").iterdir()))
+    cached = resize_transform(CONFIG)(image)
+    assert cached.dtype == torch.uint8 and cached.shape == (3, 64, 64)
+    torch.testing.assert_close(normalize(cached, CONFIG), eval_transform(CONFIG)(image))
 
 
 def test_dicom_monochrome1_is_inverted():

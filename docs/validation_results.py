@@ -1,0 +1,124 @@
+"""What each change did on validation: the README's results table, from model folders and their logs.
+
+    python docs/validation_results.py --data ../shared/data/chest_xray \\
+        --run "LABEL=MODEL_DIR" [--run ...] [--tta-for MODEL_DIR] [--bf16-for MODEL_DIR] \\
+        --output docs/validation_results.json
+
+For each model folder (with the split.json of its training run) the validation side of that split
+is predicted once per view; the table gives ROC-AUC, the log-loss and expected calibration error
+after a temperature fitted on those same logits, and the specificity at the threshold that keeps
+95% sensitivity. `--tta-for` adds a row averaging the logits of four fixed views (as is, 1.1x
+zoom, +-5 degrees); `--bf16-for` adds the same model under bf16 autocast. The training log's best
+validation ROC-AUC of the raw weights and of their moving average are listed too. Only the
+validation split is read: the test split stays for the final report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from modeling import PneumoniaClassifier, normalize  # noqa: E402
+from modeling.augment import resample, view_matrix  # noqa: E402
+from modeling.calibration import expected_calibration_error, fit_temperature, positive_probs  # noqa: E402
+from modeling.data import DecodedImages, decode_once, first, image_name, label_mapping, label_names, load_data  # noqa: E402
+from modeling.metrics import binary_metrics, threshold_for_sensitivity  # noqa: E402
+
+TTA_VIEWS = {"as is": view_matrix(), "zoom 1.1": view_matrix(zoom=1.1), "rotate -5": view_matrix(degrees=-5),
+             "rotate +5": view_matrix(degrees=5)}
+
+
+@torch.no_grad()
+def validation_logits(model: PneumoniaClassifier, data: str, split_file: Path, views: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, logits averaged over `views`) on the validation side of `split_file`."""
+    keep = set(json.loads(split_file.read_text())["validation"])
+    train = load_data(data)["train"]
+    subset = train.select([i for i, record in enumerate(train["image"]) if image_name(record, i) in keep])
+    to_model = label_mapping(label_names(train), model.config.label_names)
+    loader = DataLoader(DecodedImages(decode_once(subset, model.config, to_model), model.config.image_size),
+                        batch_size=32, collate_fn=first)
+    model.eval().to(memory_format=torch.channels_last)
+    labels, logits = [], []
+    for batch in loader:
+        view_logits = []
+        for matrix in views.values():
+            pixels = resample(batch["pixel_values"], matrix.expand(len(batch["label"]), 2, 3))
+            pixels = normalize(pixels, model.config).contiguous(memory_format=torch.channels_last)
+            with model.autocast():
+                view_logits.append(model(pixels).float())
+        labels.append(batch["label"])
+        logits.append(torch.stack(view_logits).mean(0))
+    return torch.cat(labels).numpy(), torch.cat(logits).numpy()
+
+
+def summarise(labels: np.ndarray, logits: np.ndarray, positive_index: int) -> dict:
+    positive = labels == positive_index
+    temperature = fit_temperature(logits, labels)
+    probs = positive_probs(logits, temperature, positive_index)
+    threshold = threshold_for_sensitivity(positive, probs, 0.95)
+    at = binary_metrics(positive, probs, threshold)
+    log_probs = np.log(np.clip(np.where(positive, probs, 1 - probs), 1e-12, 1))
+    return {"n": int(len(labels)), "roc_auc": at["roc_auc"], "log_loss": float(-log_probs.mean()),
+            "ece": expected_calibration_error(positive, probs), "temperature": temperature,
+            "sensitivity": at["recall"], "specificity": at["specificity"]}
+
+
+def best_from_log(model_dir: Path) -> dict:
+    """Best validation ROC-AUC per kind of weights in the run's training_log.json."""
+    history = json.loads((model_dir / "training_log.json").read_text())["history"]
+    best: dict = {}
+    for record in history:
+        kind = record.get("weights", "weights")
+        if kind not in best or record["val_roc_auc"] > best[kind]["val_roc_auc"]:
+            best[kind] = {"epoch": record["epoch"], "val_roc_auc": record["val_roc_auc"], "val_loss": record["val_loss"]}
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--run", action="append", default=[], help="LABEL=MODEL_DIR (a training run's output)")
+    parser.add_argument("--tta-for", type=Path, help="also evaluate this model folder with test-time augmentation")
+    parser.add_argument("--bf16-for", type=Path, help="also evaluate this model folder under bf16 autocast")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+
+    rows = []
+    for spec in args.run:
+        label, model_dir = spec.split("=", 1)
+        model_dir = Path(model_dir)
+        model = PneumoniaClassifier.from_pretrained(model_dir)
+        model.config.precision = "float32"
+        labels, logits = validation_logits(model, args.data, model_dir / "split.json", {"as is": view_matrix()})
+        log = json.loads((model_dir / "training_log.json").read_text())
+        rows.append({"label": label, "model_dir": str(model_dir), "command": log.get("command"),
+                     "epochs": log["args"]["epochs"], "best_epoch": log["best_epoch"],
+                     "selected_weights": log.get("best_weights", "weights"), "log_best": best_from_log(model_dir),
+                     **summarise(labels, logits, model.config.positive_index)})
+        print(rows[-1], flush=True)
+        if args.tta_for and model_dir.resolve() == args.tta_for.resolve():
+            labels, logits = validation_logits(model, args.data, model_dir / "split.json", TTA_VIEWS)
+            rows.append({"label": f"{label} + test-time augmentation ({len(TTA_VIEWS)} views: "
+                                  f"{', '.join(TTA_VIEWS)})", "model_dir": str(model_dir),
+                         **summarise(labels, logits, model.config.positive_index)})
+            print(rows[-1], flush=True)
+        if args.bf16_for and model_dir.resolve() == args.bf16_for.resolve():
+            model.config.precision = "bfloat16"
+            labels, logits = validation_logits(model, args.data, model_dir / "split.json", {"as is": view_matrix()})
+            rows.append({"label": f"{label}, bf16 inference", "model_dir": str(model_dir),
+                         **summarise(labels, logits, model.config.positive_index)})
+            print(rows[-1], flush=True)
+    args.output.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
