@@ -13,6 +13,11 @@ import os
 import sys
 from pathlib import Path
 
+from modeling.runtime import use_tcmalloc
+
+if __name__ == "__main__":
+    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+
 import torch
 from torch.utils.data import DataLoader
 

@@ -17,6 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from modeling.runtime import tcmalloc_active, use_tcmalloc
+
+if __name__ == "__main__":
+    use_tcmalloc()  # before torch is imported, so that re-executing under tcmalloc costs no second import
+
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -34,7 +39,6 @@ from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode
 from modeling.inference import predict_loader
 from modeling.metrics import binary_metrics
 from modeling.model import ModelLoadError, PneumoniaClassifier
-from modeling.runtime import tcmalloc_active, use_tcmalloc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -213,5 +217,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    use_tcmalloc()
     main(parse_args())

@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluate import format_ood, format_robustness, format_table  # noqa: E402
+from modeling.hub import train_command  # noqa: E402
 
 MODEL = ROOT / "weights" / "pneumonia-resnet50"
+RUN = "runs/r50-fast-ema-16ep"  # the training run the bundled model comes from
 REFERENCES = [  # published figures on the same 624-image test split (not our runs)
     ("notebook ResNet50 (reported)", {"accuracy": 0.893, "recall": 0.936, "precision": 0.867}),
     ("Kermany et al. 2018 (reported)", {"accuracy": 0.928, "recall": 0.932, "specificity": 0.901, "roc_auc": 0.968}),
@@ -40,16 +42,19 @@ def results_section(model_dir: Path = MODEL) -> str:
         "## Results of the bundled model",
         "",
         f"`weights/pneumonia-resnet50/`: {config['architecture']} **trained from scratch** on this machine's 2-core CPU "
-        f"({args['epochs']} epochs, {args['image_size']} px, best epoch {log['best_epoch']} by validation "
-        f"{args['select_metric']}). ImageNet weights cannot be downloaded here; with the Hub, `train.py` starts "
-        "from them by default. Threshold and temperature were fitted on validation only; the test split was "
-        "used once, for this report.",
+        f"({args['epochs']} epochs, {args['image_size']} px; selected by validation {args['select_metric']}: "
+        f"epoch {log['best_epoch']}, {'the moving average of the weights' if log.get('best_weights') == 'ema' else 'the weights themselves'}). "
+        "ImageNet weights cannot be downloaded here; with the Hub, `train.py` starts from them by default. "
+        f"Inference: {1 + len(inference.get('tta_views', []))} view(s) per image, {inference['precision']}. "
+        "Views, precision, threshold and temperature were chosen on validation only; the test split was used "
+        "once, for this report.",
         "",
         "```bash",
-        f"python train.py --data ../shared/data/chest_xray --output-dir runs/resnet50-scratch --no-pretrained "
-        f"--epochs {args['epochs']}",
-        "python -m modeling.calibration runs/resnet50-scratch --data ../shared/data/chest_xray",
-        "python -m modeling.ood fit runs/resnet50-scratch --data ../shared/data/chest_xray",
+        log.get("command") or train_command(args),
+        f"python -m modeling.calibration {RUN} --data ../shared/data/chest_xray --tta default --precision bfloat16",
+        f"python -m modeling.ood fit {RUN} --data ../shared/data/chest_xray",
+        f"cp {RUN}/{{model.safetensors,config.json,ood.safetensors,training_log.json,data_report.json,split.json}} "
+        "weights/pneumonia-resnet50/",
         "python -m modeling.non_xray runs/non-xray",
         "python evaluate.py --model weights/pneumonia-resnet50 --data ../shared/data/chest_xray --split test "
         "--output-dir weights/pneumonia-resnet50/eval --ood-images runs/non-xray --other-xrays ../shared/data/formats "
@@ -87,11 +92,12 @@ def results_section(model_dir: Path = MODEL) -> str:
         "Training, per epoch (validation = a patient-grouped 15% of train, "
         f"{inference['validation'].get('n')} images; sensitivity and specificity at 0.5 before calibration):",
         "",
-        "| epoch | train loss | val loss | val ROC-AUC | val sensitivity | val specificity | train img/s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| epoch | weights | train loss | val loss | val ROC-AUC | val sensitivity | val specificity | train img/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in log["history"]:
-        lines.append(f"| {r['epoch']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['val_roc_auc']:.4f} | "
+        kind = "moving average" if r.get("weights") == "ema" else "weights"
+        lines.append(f"| {r['epoch']} | {kind} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['val_roc_auc']:.4f} | "
                      f"{r['val_sensitivity']:.4f} | {r['val_specificity']:.4f} | {r['train_images_per_s']:.1f} |")
     lines += ["", f"At the operating threshold, validation sensitivity {inference['validation']['sensitivity']:.4f}, "
               f"specificity {inference['validation']['specificity']:.4f}: as the data notes warn, validation carved "
@@ -105,6 +111,26 @@ def results_section(model_dir: Path = MODEL) -> str:
                   "`../shared/data/formats` (a different population, so flagging them is not wrong)."]
     if "robustness" in metrics:
         lines += ["", "### Robustness (test split, operating threshold)", "", format_robustness(metrics)]
+    return "\n".join(lines)
+
+
+def validation_section() -> str:
+    path = ROOT / "docs" / "validation_results.json"
+    if not path.exists():
+        return "### What each change did on validation\n\nNot measured yet (`python docs/validation_results.py`)."
+    results = json.loads(path.read_text())
+    lines = ["### What each change did on validation", "",
+             f"`{results['command']}`", "",
+             f"The same patient-grouped validation split for every row ({results['rows'][0]['n']} images); the test "
+             "split played no part. Log-loss and ECE after a temperature fitted on the row's own logits; specificity "
+             "at the threshold that keeps 95% sensitivity.", "",
+             "| model | ROC-AUC | log-loss | ECE | specificity at 95% sensitivity | best in the training log (ROC-AUC) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in results["rows"]:
+        logged = "; ".join(f"{'moving average' if kind == 'ema' else 'weights'}: {best['val_roc_auc']:.4f} "
+                           f"(epoch {best['epoch']})" for kind, best in row.get("log_best", {}).items())
+        lines.append(f"| {row['label']} | {row['roc_auc']:.4f} | {row['log_loss']:.3f} | {row['ece']:.3f} | "
+                     f"{_pct(row['specificity'])} | {logged} |")
     return "\n".join(lines)
 
 
@@ -185,7 +211,8 @@ def main() -> None:
     args = parser.parse_args()
     readme = args.readme
     text = readme.read_text()
-    for name, render in (("results", lambda: results_section(args.model)), ("loadtest", load_test_section),
+    for name, render in (("results", lambda: results_section(args.model)), ("validation", validation_section),
+                         ("loadtest", load_test_section),
                          ("benchmarks", benchmark_section)):
         text = replace_block(text, name, render())
     readme.write_text(text)

@@ -7,8 +7,9 @@
 For each model folder (with the split.json of its training run) the validation side of that split
 is predicted once per view; the table gives ROC-AUC, the log-loss and expected calibration error
 after a temperature fitted on those same logits, and the specificity at the threshold that keeps
-95% sensitivity. `--tta-for` adds a row averaging the logits of four fixed views (as is, 1.1x
-zoom, +-5 degrees); `--bf16-for` adds the same model under bf16 autocast. The training log's best
+95% sensitivity. `--tta-for` adds a row averaging the logits of the image as is and the default
+test-time views (`modeling.augment.DEFAULT_TTA_VIEWS`: 1.1x zoom, +-5 degrees); `--bf16-for`
+adds the same model under bf16 autocast. The training log's best
 validation ROC-AUC of the raw weights and of their moving average are listed too. Only the
 validation split is read: the test split stays for the final report.
 """
@@ -16,29 +17,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from modeling.runtime import use_tcmalloc  # noqa: E402
+
+if __name__ == "__main__":
+    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
 from modeling import PneumoniaClassifier, normalize  # noqa: E402
-from modeling.augment import resample, view_matrix  # noqa: E402
+from modeling.augment import DEFAULT_TTA_VIEWS  # noqa: E402
 from modeling.calibration import expected_calibration_error, fit_temperature, positive_probs  # noqa: E402
 from modeling.data import DecodedImages, decode_once, first, image_name, label_mapping, label_names, load_data  # noqa: E402
 from modeling.metrics import binary_metrics, threshold_for_sensitivity  # noqa: E402
 
-TTA_VIEWS = {"as is": view_matrix(), "zoom 1.1": view_matrix(zoom=1.1), "rotate -5": view_matrix(degrees=-5),
-             "rotate +5": view_matrix(degrees=5)}
 
 
 @torch.no_grad()
-def validation_logits(model: PneumoniaClassifier, data: str, split_file: Path, views: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, logits averaged over `views`) on the validation side of `split_file`."""
+def validation_logits(model: PneumoniaClassifier, data: str, split_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, logits) on the validation side of `split_file`, with the model's own views and precision."""
     keep = set(json.loads(split_file.read_text())["validation"])
     train = load_data(data)["train"]
     subset = train.select([i for i, record in enumerate(train["image"]) if image_name(record, i) in keep])
@@ -48,14 +53,10 @@ def validation_logits(model: PneumoniaClassifier, data: str, split_file: Path, v
     model.eval().to(memory_format=torch.channels_last)
     labels, logits = [], []
     for batch in loader:
-        view_logits = []
-        for matrix in views.values():
-            pixels = resample(batch["pixel_values"], matrix.expand(len(batch["label"]), 2, 3))
-            pixels = normalize(pixels, model.config).contiguous(memory_format=torch.channels_last)
-            with model.autocast():
-                view_logits.append(model(pixels).float())
+        pixels = normalize(batch["pixel_values"], model.config).contiguous(memory_format=torch.channels_last)
+        with model.autocast():
+            logits.append(model.forward_views(pixels)[0])
         labels.append(batch["label"])
-        logits.append(torch.stack(view_logits).mean(0))
     return torch.cat(labels).numpy(), torch.cat(logits).numpy()
 
 
@@ -96,8 +97,8 @@ def main() -> None:
         label, model_dir = spec.split("=", 1)
         model_dir = Path(model_dir)
         model = PneumoniaClassifier.from_pretrained(model_dir)
-        model.config.precision = "float32"
-        labels, logits = validation_logits(model, args.data, model_dir / "split.json", {"as is": view_matrix()})
+        model.config.precision, model.config.tta_views = "float32", []
+        labels, logits = validation_logits(model, args.data, model_dir / "split.json")
         log = json.loads((model_dir / "training_log.json").read_text())
         rows.append({"label": label, "model_dir": str(model_dir), "command": log.get("command"),
                      "epochs": log["args"]["epochs"], "best_epoch": log["best_epoch"],
@@ -105,18 +106,23 @@ def main() -> None:
                      **summarise(labels, logits, model.config.positive_index)})
         print(rows[-1], flush=True)
         if args.tta_for and model_dir.resolve() == args.tta_for.resolve():
-            labels, logits = validation_logits(model, args.data, model_dir / "split.json", TTA_VIEWS)
-            rows.append({"label": f"{label} + test-time augmentation ({len(TTA_VIEWS)} views: "
-                                  f"{', '.join(TTA_VIEWS)})", "model_dir": str(model_dir),
+            model.config.tta_views = DEFAULT_TTA_VIEWS
+            labels, logits = validation_logits(model, args.data, model_dir / "split.json")
+            model.config.tta_views = []
+            views = ", ".join(f"zoom {v['zoom']:g}" if v["degrees"] == 0 else f"rotation {v['degrees']:+g} degrees"
+                              for v in DEFAULT_TTA_VIEWS)
+            rows.append({"label": f"{label} + test-time augmentation (as is, {views}; logits averaged)",
+                         "model_dir": str(model_dir),
                          **summarise(labels, logits, model.config.positive_index)})
             print(rows[-1], flush=True)
         if args.bf16_for and model_dir.resolve() == args.bf16_for.resolve():
             model.config.precision = "bfloat16"
-            labels, logits = validation_logits(model, args.data, model_dir / "split.json", {"as is": view_matrix()})
+            labels, logits = validation_logits(model, args.data, model_dir / "split.json")
             rows.append({"label": f"{label}, bf16 inference", "model_dir": str(model_dir),
                          **summarise(labels, logits, model.config.positive_index)})
             print(rows[-1], flush=True)
-    args.output.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    command = " ".join(["python", "docs/validation_results.py", *map(shlex.quote, sys.argv[1:])])
+    args.output.write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

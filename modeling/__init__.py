@@ -2,10 +2,24 @@
 
     from modeling import PneumoniaClassifier
     model = PneumoniaClassifier.from_pretrained("weights/pneumonia-resnet50")
-"""
-from .config import ConfigError, ModelConfig
-from .model import ModelLoadError, PneumoniaClassifier
-from .preprocessing import ImageLoadError, eval_transform, load_rgb, normalize, read_image, to_rgb
 
-__all__ = ["ConfigError", "ImageLoadError", "ModelConfig", "ModelLoadError", "PneumoniaClassifier",
-           "eval_transform", "load_rgb", "normalize", "read_image", "to_rgb"]
+Names are imported on first use, so that `modeling.runtime` can run before torch is loaded.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ConfigError": ".config", "ModelConfig": ".config",
+    "ModelLoadError": ".model", "PneumoniaClassifier": ".model",
+    "ImageLoadError": ".preprocessing", "eval_transform": ".preprocessing", "load_rgb": ".preprocessing",
+    "normalize": ".preprocessing", "read_image": ".preprocessing", "to_rgb": ".preprocessing",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'modeling' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

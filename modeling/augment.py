@@ -78,3 +78,23 @@ def view_matrix(zoom: float = 1.0, degrees: float = 0.0) -> torch.Tensor:
     angle = math.radians(degrees)
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     return torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]])
+
+
+# the test-time views that `python -m modeling.calibration --tta` evaluates and, if chosen, stores in config.json
+DEFAULT_TTA_VIEWS = [{"zoom": 1.1, "degrees": 0.0}, {"zoom": 1.0, "degrees": -5.0}, {"zoom": 1.0, "degrees": 5.0}]
+
+
+def normalized_views(pixels: torch.Tensor, views: list[dict[str, float]], config: ModelConfig) -> torch.Tensor:
+    """Normalised network input (B, 3, H, W) -> (B * (1 + len(views)), 3, H, W): the batch as is, then each
+    view of it; what falls outside the image is black, as in `resample`."""
+    if not views:
+        return pixels
+    black = normalize(torch.zeros(3, 1, 1, device=pixels.device), config).to(pixels.dtype)
+    shifted = (pixels - black).float()
+    batches = [pixels]
+    for view in views:
+        matrices = view_matrix(view["zoom"], view["degrees"]).expand(len(pixels), 2, 3).to(pixels.device)
+        grid = F.affine_grid(matrices, list(shifted.shape), align_corners=False)
+        resampled = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        batches.append((resampled + black).to(pixels.dtype))
+    return torch.cat(batches).contiguous(memory_format=torch.channels_last)

@@ -4,13 +4,20 @@ Temperature scaling (Guo et al. 2017) makes the probabilities mean what they say
 threshold is then the highest one reaching the target sensitivity on validation.
 
     python -m modeling.calibration MODEL_DIR --data DIR_OR_ID [--target-sensitivity 0.95]
+                                   [--tta default|none] [--precision bfloat16|float32]
 
-re-fits both for a trained model folder from its saved validation split (split.json), e.g. for a
-model trained before calibration existed, and rewrites config.json.
+re-fits both for a trained model folder from its saved validation split (split.json) and rewrites
+config.json; with --tta / --precision it first sets the test-time views and the inference
+precision, so that temperature and threshold are fitted for exactly what inference will run.
 """
 from __future__ import annotations
 
-import argparse
+from .runtime import use_tcmalloc
+
+if __name__ == "__main__":
+    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+
+import argparse  # noqa: E402
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +78,7 @@ def set_operating_point(config: ModelConfig, logits: np.ndarray, labels: np.ndar
 def main(argv: list[str] | None = None) -> None:
     import torch
 
+    from .augment import DEFAULT_TTA_VIEWS
     from .inference import predict_saved_split
     from .model import PneumoniaClassifier
 
@@ -78,16 +86,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--data", required=True)
     parser.add_argument("--target-sensitivity", type=float)
+    parser.add_argument("--tta", choices=["keep", "default", "none"], default="keep",
+                        help="test-time views: keep config.json's, store the default views "
+                             f"({DEFAULT_TTA_VIEWS}), or none")
+    parser.add_argument("--precision", choices=["keep", "float32", "bfloat16"], default="keep")
     args = parser.parse_args(argv)
 
     model = PneumoniaClassifier.from_pretrained(args.model_dir).to(memory_format=torch.channels_last)
     config = model.config
+    if args.tta != "keep":
+        config.tta_views = list(DEFAULT_TTA_VIEWS) if args.tta == "default" else []
+    if args.precision != "keep":
+        config.precision = args.precision
     labels, logits, _ = predict_saved_split(model, args.data, args.model_dir / "split.json", "validation")
     target = args.target_sensitivity or config.validation.get("target_sensitivity", 0.95)
     best_epoch = config.validation.get("best_epoch")
     at = set_operating_point(config, logits, labels, target, best_epoch=best_epoch)
     config.save(args.model_dir / "config.json")
-    print(f"temperature {config.temperature:.4f} (validation ECE {config.validation['ece_before']:.4f} -> "
+    print(f"{1 + len(config.tta_views)} view(s), {config.precision}: temperature {config.temperature:.4f} (validation ECE {config.validation['ece_before']:.4f} -> "
           f"{config.validation['ece_after']:.4f}); threshold {config.threshold:.4f}: validation sensitivity "
           f"{at['recall']:.4f}, specificity {at['specificity']:.4f} on {at['n']} images")
 

@@ -37,6 +37,8 @@ class ModelConfig:
     temperature: float = 1.0
     precision: str = "float32"  # inference precision: "float32" or "bfloat16" (autocast)
     ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution detector: file, threshold, ...
+    # Test-time augmentation: views averaged with the image as is, e.g. [{"zoom": 1.1, "degrees": 0.0}].
+    tta_views: list[dict[str, float]] = field(default_factory=list)
     # Filled by training: how the threshold was chosen and what it gave on validation,
     # plus a thinned validation ROC curve ({"threshold": [...], "sensitivity": [...], ...}).
     validation: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +73,7 @@ class ModelConfig:
                 "threshold": self.threshold,
                 "temperature": self.temperature,
                 "precision": self.precision,
+                "tta_views": [dict(view) for view in self.tta_views],
                 "ood": self.ood,
                 "validation": self.validation,
             },
@@ -122,6 +125,9 @@ class ModelConfig:
             raise ConfigError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        for view in self.tta_views:
+            if set(view) != {"zoom", "degrees"} or not float(view["zoom"]) > 0:
+                raise ConfigError(f"each of tta_views must be {{'zoom': > 0, 'degrees': ...}}, got {view!r}")
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
@@ -149,6 +155,8 @@ def _inference_fields(inference: dict[str, Any]) -> dict[str, Any]:
         fields["precision"] = str(inference["precision"])
     if "ood" in inference:
         fields["ood"] = dict(inference["ood"] or {})
+    if "tta_views" in inference:
+        fields["tta_views"] = [dict(view) for view in inference["tta_views"] or []]
     if "validation" in inference:
         fields["validation"] = dict(inference["validation"])
     return fields

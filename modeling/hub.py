@@ -73,8 +73,7 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         threshold=config.threshold, target_sensitivity=config.validation.get("target_sensitivity", float("nan")),
         dataset=DATASET_ID, train_images=report.get("train_images"), validation_images=report.get("validation_images"),
         unreadable=len(report.get("train", {}).get("unreadable", [])),
-        train_command=_command("train.py", args, ["data", "output_dir", "model", "epochs", "image_size",
-                                                  "batch_size", "lr", "seed", "split_file", "no_pretrained"]),
+        train_command=log.get("command") or train_command(args),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
         epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
         label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
@@ -85,6 +84,12 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         metrics=metrics, rates=RATES, bootstrap=metrics.get("bootstrap", "many"),
         ood_quantile=config.ood.get("quantile"), ood_stages=", ".join(config.ood.get("stages", [])),
     )
+
+
+def train_command(args: dict[str, Any]) -> str:
+    """The train.py command line of a run, rebuilt from its logged arguments (for runs that did not log "command")."""
+    return _command("train.py", args, ["data", "output_dir", "model", "epochs", "image_size", "batch_size", "lr",
+                                       "seed", "split_file", "no_pretrained"])
 
 
 def _command(script: str, args: dict[str, Any], keys: list[str]) -> str:

@@ -37,7 +37,7 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
             pixels = normalize(pixels, network.config)
         pixels = pixels.to(memory_format=torch.channels_last)
         with accelerator.autocast():
-            batch_logits, batch_features = network.forward_with_features(pixels)
+            batch_logits, batch_features = network.forward_views(pixels)
         batch_logits = batch_logits.float()
         loss = torch.nn.functional.cross_entropy(batch_logits, batch["label"], reduction="none")
         gathered = accelerator.gather_for_metrics((batch["label"], batch_logits, loss))

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ConfigError, ModelConfig
+from .augment import normalized_views
 from .ood import StagedDetector
 
 WEIGHTS_NAME = "model.safetensors"
@@ -82,6 +83,16 @@ class PneumoniaClassifier(
         features = torch.cat([stage.mean(dim=(2, 3)) for stage in intermediates] + [pre_logits], dim=1)
         return self.backbone.get_classifier()(pre_logits), features
 
+    def forward_views(self, pixel_values: torch.Tensor,
+                      forward: Optional[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits averaged over the image as is and config.tta_views, OOD features of the image as is).
+        `forward` replaces `forward_with_features` (a compiled copy of it, say)."""
+        n = len(pixel_values)
+        logits, features = (forward or self.forward_with_features)(
+            normalized_views(pixel_values, self.config.tta_views, self.config))
+        return logits.float().view(-1, n, logits.shape[-1]).mean(0), features[:n]
+
     @torch.no_grad()
     def predict(self, pixel_values: torch.Tensor,
                 forward: Optional[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
@@ -89,7 +100,7 @@ class PneumoniaClassifier(
         """(calibrated class probabilities (N, C), OOD features (N, D)) in the configured precision.
         `forward` replaces `forward_with_features` (a compiled copy of it, say)."""
         with self.autocast(pixel_values.device.type):
-            logits, features = (forward or self.forward_with_features)(pixel_values)
+            logits, features = self.forward_views(pixel_values, forward)
         return torch.softmax(logits.float() / self.config.temperature, dim=-1), features.float()
 
     def looks_like_training_data(self, features: torch.Tensor) -> np.ndarray:

@@ -17,7 +17,12 @@ are used. Everything is stored in `ood.safetensors` next to the weights.
 """
 from __future__ import annotations
 
-import argparse
+from .runtime import use_tcmalloc
+
+if __name__ == "__main__":
+    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+
+import argparse  # noqa: E402
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,10 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model = PneumoniaClassifier.from_pretrained(args.model_dir).to(memory_format=torch.channels_last)
+    views, model.config.tta_views = model.config.tta_views, []  # features are of the image as is: one view is enough
 
     def features(side: str) -> np.ndarray:
         return predict_saved_split(model, args.data, args.model_dir / "split.json", side, with_features=True)[3]
 
+    model.config.tta_views = views
     model.ood = fit_detector(features("train"), features("validation"), args.quantile, args.components,
                              sizes=model.feature_sizes())
     model.config.ood = {"file": OOD_FILE, "quantile": args.quantile, "components": args.components,

@@ -41,3 +41,34 @@ def test_set_operating_point_fills_the_config():
     assert config.validation["best_epoch"] == 3 and config.validation["ece_after"] < config.validation["ece_before"]
     assert len(config.validation["curve"]["threshold"]) == 101
     ModelConfig.from_dict(config.to_dict())  # still a valid config
+
+
+def test_calibration_cli_stores_test_time_views_and_precision_and_inference_uses_them(tiny_model_dir, small_data,
+                                                                                     tmp_path):
+    import shutil
+
+    import torch
+
+    from modeling import PneumoniaClassifier, load_rgb, normalize
+    from modeling.augment import DEFAULT_TTA_VIEWS, resample, view_matrix
+    from modeling.inference import Predictor
+    from modeling.preprocessing import resize_transform
+
+    from conftest import run_script
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    run_script("-m", "modeling.calibration", str(model_dir), "--data", str(small_data), "--tta", "default",
+               "--precision", "bfloat16")
+    model = PneumoniaClassifier.from_pretrained(model_dir)
+    assert model.config.tta_views == DEFAULT_TTA_VIEWS and model.config.precision == "bfloat16"
+    image = load_rgb(next((small_data / "test" / "PNEUMONIA").iterdir()))
+    probs = Predictor(model).probabilities([image])[0]
+    pixels = resize_transform(model.config)(image).unsqueeze(0)
+    views = [view_matrix()] + [view_matrix(v["zoom"], v["degrees"]) for v in DEFAULT_TTA_VIEWS]
+    with torch.no_grad(), model.autocast():
+        logits = torch.stack([model(normalize(resample(pixels, m.expand(1, 2, 3)), model.config)).float()
+                              for m in views]).mean(0)
+    expected = torch.softmax(logits / model.config.temperature, dim=-1)[0].numpy()
+    np.testing.assert_allclose(probs, expected, atol=2e-2)  # bf16: batched and one-by-one runs round differently
+    assert abs(probs[0] + probs[1] - 1) < 1e-5

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from modeling.config import ModelConfig
-from modeling.augment import BatchAugment
+from modeling.augment import DEFAULT_TTA_VIEWS, BatchAugment, normalized_views, resample, view_matrix
 from modeling.preprocessing import ImageLoadError, eval_transform, load_rgb, normalize, read_image, resize_transform, to_rgb
 
 from conftest import FORMATS, KERMANY
@@ -126,3 +126,16 @@ def test_animated_gif_uses_first_frame():
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     rgb = to_rgb(read_image(buffer.getvalue()))
     assert rgb.size == (40, 40) and np.asarray(rgb).mean() < 50
+
+
+def test_test_time_views_of_normalised_input_equal_resampling_the_image_with_black_borders():
+    pixels = _kermany_batch(3)
+    views = normalized_views(normalize(pixels, CONFIG), DEFAULT_TTA_VIEWS, CONFIG)
+    assert views.shape == (3 * (1 + len(DEFAULT_TTA_VIEWS)), 3, 64, 64)
+    torch.testing.assert_close(views[:3], normalize(pixels, CONFIG))  # the image as is comes first
+    for i, view in enumerate(DEFAULT_TTA_VIEWS, 1):
+        expected = normalize(resample(pixels, view_matrix(view["zoom"], view["degrees"]).expand(3, 2, 3)), CONFIG)
+        torch.testing.assert_close(views[3 * i:3 * (i + 1)], expected, atol=1e-5, rtol=0)
+    rotated = views[3 * 2]  # rotation by -5 degrees leaves black corners
+    black = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8), CONFIG)
+    torch.testing.assert_close(rotated[:, 0, 0], black[:, 0, 0], atol=1e-5, rtol=0)

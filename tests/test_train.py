@@ -132,3 +132,29 @@ def test_unreachable_hub_dataset_is_one_sentence(script, tmp_path, tiny_model_di
                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Could not load the dataset 'someone/no-such-dataset'")
+
+
+TCMALLOC_PROBE = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from modeling.runtime import use_tcmalloc
+pid = os.getpid()
+use_tcmalloc()
+print(pid, "tcmalloc" in open("/proc/self/maps").read())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD and /proc are Linux")
+def test_training_processes_re_execute_under_tcmalloc_once(tmp_path):
+    from modeling.runtime import find_tcmalloc
+    if find_tcmalloc() is None:
+        pytest.skip("tcmalloc is not installed (apt install libtcmalloc-minimal4; .ci/run installs it)")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PNEUMONIA_NO_TCMALLOC")}
+    probe = subprocess.Popen([sys.executable, "-c", TCMALLOC_PROBE, str(REPO)], env=env, stdout=subprocess.PIPE, text=True)
+    output = probe.communicate(timeout=120)[0]
+    pid, loaded = output.split()
+    assert probe.returncode == 0 and loaded == "True"
+    assert int(pid) == probe.pid  # the same process: torchrun and accelerate keep tracking it
+    opted_out = subprocess.run([sys.executable, "-c", TCMALLOC_PROBE, str(REPO)], capture_output=True, text=True,
+                               env=env | {"PNEUMONIA_NO_TCMALLOC": "1"}, check=True)
+    assert opted_out.stdout.split()[1] == "False"
