@@ -28,7 +28,11 @@ def test_training_writes_a_loadable_model_folder(tiny_model_dir):
     assert 0 < model.config.threshold < 1
     assert model.config.validation["sensitivity"] >= 0.95  # the default target sensitivity
     log = json.loads((tiny_model_dir / "training_log.json").read_text())
-    assert [r["epoch"] for r in log["history"]] == [1, 2]
+    # each epoch validates the weights and their moving average; the better of all is kept
+    assert [(r["epoch"], r["weights"]) for r in log["history"]] == [(1, "weights"), (1, "ema"), (2, "weights"), (2, "ema")]
+    best = max(log["history"], key=lambda r: r["val_roc_auc"])
+    assert (log["best_epoch"], log["best_weights"]) == (best["epoch"], best["weights"])
+    assert log["command"].startswith("python train.py --data")
     split = json.loads((tiny_model_dir / "split.json").read_text())
     assert {patient_id(n) for n in split["train"]}.isdisjoint({patient_id(n) for n in split["validation"]})
     assert (tiny_model_dir / "data_report.json").exists()
@@ -79,7 +83,7 @@ def test_two_process_distributed_training(small_data, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     log = json.loads((tmp_path / "training_log.json").read_text())
-    assert log["num_processes"] == 2 and len(log["history"]) == 2
+    assert log["num_processes"] == 2 and [r["epoch"] for r in log["history"]] == [1, 1, 2, 2]
     PneumoniaClassifier.from_pretrained(tmp_path)
 
 
@@ -116,8 +120,9 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(small_data, tmp_
 
     done = json.loads((interrupted / "training_log.json").read_text())
     expected = json.loads((reference / "training_log.json").read_text())
-    assert [r["epoch"] for r in done["history"]] == [1, 2, 3, 4, 5]
-    for mine, theirs in zip(done["history"], expected["history"]):
+    assert [r["epoch"] for r in done["history"]] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # the weights and their average
+    for mine, theirs in zip(done["history"], expected["history"], strict=True):
+        assert mine["weights"] == theirs["weights"]
         assert mine["val_loss"] == pytest.approx(theirs["val_loss"], abs=1e-5)
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-5)
     ours, ref = load_file(str(interrupted / "model.safetensors")), load_file(str(reference / "model.safetensors"))
