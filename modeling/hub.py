@@ -75,6 +75,7 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         unreadable=len(report.get("train", {}).get("unreadable", [])),
         train_command=log.get("command") or train_command(args),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
+        views=1 + len(config.tta_views), precision=config.precision,
         epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
         label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
         select_metric=args.get("select_metric", "roc_auc"), best_epoch=log["best_epoch"],
