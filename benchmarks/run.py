@@ -177,11 +177,6 @@ def run_measurement(kind: str, variant: str, args: argparse.Namespace, tcmalloc:
 
 # ---------------------------------------------------------------- the demo, evaluate.py
 
-def percentiles(times: list[float]) -> dict:
-    times = sorted(times)
-    return {"p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))]}
-
-
 def timed_calls(call, repeats: int) -> list[float]:
     times = []
     for i in range(repeats + 2):
@@ -197,7 +192,7 @@ def gradio_round_trip(repeats: int) -> dict:
     import gradio as gr
     from gradio_client import Client, handle_file
 
-    from benchmarks.load_test import free_port
+    from benchmarks.load_test import free_port, percentiles
     with gr.Blocks(analytics_enabled=False) as noop:
         file_in, text_out = gr.File(type="filepath"), gr.Markdown()
         gr.Button().click(lambda file: "ok", file_in, text_out, api_name="noop")
@@ -214,7 +209,7 @@ def demo_latency(model_id: str, repeats: int) -> dict:
     """`python app.py` as users start it: cold start to first answer, then warm latencies."""
     from gradio_client import Client, handle_file
 
-    from benchmarks.load_test import free_port
+    from benchmarks.load_test import free_port, percentiles
     port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "app.py", "--model", model_id, "--port", str(port)], cwd=ROOT,

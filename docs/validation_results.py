@@ -31,33 +31,19 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
-from modeling import PneumoniaClassifier, normalize  # noqa: E402
+from modeling import PneumoniaClassifier  # noqa: E402
 from modeling.augment import DEFAULT_TTA_VIEWS  # noqa: E402
 from modeling.calibration import expected_calibration_error, fit_temperature, positive_probs  # noqa: E402
-from modeling.data import DecodedImages, decode_once, first, image_name, label_mapping, label_names, load_data  # noqa: E402
+from modeling.inference import predict_saved_split  # noqa: E402
 from modeling.metrics import binary_metrics, threshold_for_sensitivity  # noqa: E402
 
 
 
-@torch.no_grad()
 def validation_logits(model: PneumoniaClassifier, data: str, split_file: Path) -> tuple[np.ndarray, np.ndarray]:
     """(labels, logits) on the validation side of `split_file`, with the model's own views and precision."""
-    keep = set(json.loads(split_file.read_text())["validation"])
-    train = load_data(data)["train"]
-    subset = train.select([i for i, record in enumerate(train["image"]) if image_name(record, i) in keep])
-    to_model = label_mapping(label_names(train), model.config.label_names)
-    loader = DataLoader(DecodedImages(decode_once(subset, model.config, to_model), model.config.image_size),
-                        batch_size=32, collate_fn=first)
-    model.eval().to(memory_format=torch.channels_last)
-    labels, logits = [], []
-    for batch in loader:
-        pixels = normalize(batch["pixel_values"], model.config).contiguous(memory_format=torch.channels_last)
-        with model.autocast():
-            logits.append(model.forward_views(pixels)[0])
-        labels.append(batch["label"])
-    return torch.cat(labels).numpy(), torch.cat(logits).numpy()
+    labels, logits, _ = predict_saved_split(model, data, split_file, "validation")
+    return labels, logits
 
 
 def summarise(labels: np.ndarray, logits: np.ndarray, positive_index: int) -> dict:
@@ -96,7 +82,7 @@ def main() -> None:
     for spec in args.run:
         label, model_dir = spec.split("=", 1)
         model_dir = Path(model_dir)
-        model = PneumoniaClassifier.from_pretrained(model_dir)
+        model = PneumoniaClassifier.from_pretrained(model_dir).to(memory_format=torch.channels_last)
         model.config.precision, model.config.tta_views = "float32", []
         labels, logits = validation_logits(model, args.data, model_dir / "split.json")
         log = json.loads((model_dir / "training_log.json").read_text())

@@ -66,11 +66,15 @@ class BatchAugment:
         return normalize(images, self.config).contiguous(memory_format=torch.channels_last)
 
 
-def resample(pixels: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float [0, 1], each image resampled through its (2, 3) affine map (zeros outside)."""
-    images = pixels.float() / 255
+def warp(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Float (B, C, H, W), each image resampled bilinearly through its (2, 3) affine map; zeros outside."""
     grid = F.affine_grid(matrices.to(images.device, images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def resample(pixels: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float [0, 1], each image resampled through its (2, 3) affine map (black outside)."""
+    return warp(pixels.float() / 255, matrices)
 
 
 def view_matrix(zoom: float = 1.0, degrees: float = 0.0) -> torch.Tensor:
@@ -93,8 +97,6 @@ def normalized_views(pixels: torch.Tensor, views: list[dict[str, float]], config
     shifted = (pixels - black).float()
     batches = [pixels]
     for view in views:
-        matrices = view_matrix(view["zoom"], view["degrees"]).expand(len(pixels), 2, 3).to(pixels.device)
-        grid = F.affine_grid(matrices, list(shifted.shape), align_corners=False)
-        resampled = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        batches.append((resampled + black).to(pixels.dtype))
+        matrices = view_matrix(view["zoom"], view["degrees"]).expand(len(pixels), 2, 3)
+        batches.append((warp(shifted, matrices) + black).to(pixels.dtype))
     return torch.cat(batches).contiguous(memory_format=torch.channels_last)

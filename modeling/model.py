@@ -68,17 +68,22 @@ class PneumoniaClassifier(
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values)
 
+    def _intermediate_stages(self) -> list[int]:
+        """timm feature_info indices of the two stages before the last (layer2 and layer3 of a ResNet)."""
+        count = len(self.backbone.feature_info)
+        return [count - 3, count - 2]
+
     def feature_stages(self) -> list[str]:
         """The stages whose average-pooled outputs make the OOD features (the last is the classifier's input)."""
-        return [info["module"] for info in self.backbone.feature_info[-3:-1]] + ["pre_logits"]
+        return [self.backbone.feature_info[i]["module"] for i in self._intermediate_stages()] + ["pre_logits"]
 
     def feature_sizes(self) -> list[int]:
-        return [info["num_chs"] for info in self.backbone.feature_info[-3:-1]] + [self.backbone.num_features]
+        return [self.backbone.feature_info[i]["num_chs"] for i in self._intermediate_stages()] + [
+            self.backbone.num_features]
 
     def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, features (N, sum(feature_sizes()))): one pass serving both the answer and the OOD check."""
-        stages = len(self.backbone.feature_info)
-        final, intermediates = self.backbone.forward_intermediates(pixel_values, indices=[stages - 3, stages - 2])
+        final, intermediates = self.backbone.forward_intermediates(pixel_values, indices=self._intermediate_stages())
         pre_logits = self.backbone.forward_head(final, pre_logits=True)
         features = torch.cat([stage.mean(dim=(2, 3)) for stage in intermediates] + [pre_logits], dim=1)
         return self.backbone.get_classifier()(pre_logits), features

@@ -39,7 +39,6 @@ class FeatureDensity:
     components: np.ndarray  # (k, D) orthonormal directions
     scales: np.ndarray      # (k,) standard deviation along each direction
     residual_scale: float   # mean squared residual of training features
-    threshold: float = float("inf")
 
     @classmethod
     def fit(cls, features: np.ndarray, components: int = 64) -> "FeatureDensity":
@@ -63,16 +62,13 @@ class FeatureDensity:
         inside, residual = self._parts(features)
         return inside + residual / self.residual_scale
 
-    def is_outlier(self, features: np.ndarray) -> np.ndarray:
-        return self.score(features) > self.threshold
-
     def tensors(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean, "components": self.components, "scales": self.scales,
-                "residual_scale": np.array([self.residual_scale]), "threshold": np.array([self.threshold])}
+                "residual_scale": np.array([self.residual_scale])}
 
     @classmethod
     def from_tensors(cls, t: dict[str, np.ndarray]) -> "FeatureDensity":
-        return cls(t["mean"], t["components"], t["scales"], float(t["residual_scale"][0]), float(t["threshold"][0]))
+        return cls(t["mean"], t["components"], t["scales"], float(t["residual_scale"][0]))
 
 
 @dataclass
@@ -114,7 +110,7 @@ class StagedDetector:
         t = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}
         if "sizes" not in t:  # a single-stage file (the classifier's input only)
             stage = FeatureDensity.from_tensors(t)
-            return cls([stage], [len(stage.mean)], np.ones(1), stage.threshold)
+            return cls([stage], [len(stage.mean)], np.ones(1), float(t["threshold"][0]))
         stages = [FeatureDensity.from_tensors({k.split(".", 1)[1]: v for k, v in t.items() if k.startswith(f"stage{i}.")})
                   for i in range(len(t["sizes"]))]
         return cls(stages, [int(n) for n in t["sizes"]], t["stage_scales"], float(t["threshold"][0]))
