@@ -87,8 +87,8 @@ def _delete_upload(path: str) -> None:
 def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
     """The demo's UI and API. `compile`: torch.compile the model, compiling once for a single image now."""
     predictor = Predictor(model, compile=compile)
-    if compile and EXAMPLES:
-        predictor.analyse([read_image(EXAMPLES[0])])
+    if compile or model.config.precision == "int8":  # compile for one image now, not at the first request
+        predictor.analyse([Image.new("L", (model.config.image_size,) * 2, 128)])
     config = model.config
     labels = list(config.label_names)
 
@@ -105,8 +105,8 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
             if heatmap and looks_like_xray:
                 cam = grad_cam(model, predictor.tensor(image), config.positive_index)[0]
                 shown = overlay(to_rgb(image), cam)
-            else:
-                shown = preview(to_rgb(image))
+            else:  # the upload's preview (show_upload) stays: no image to encode and send back
+                shown = gr.skip()
         except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
             raise gr.Error("The image could not be analysed; please try another file.") from None
         if not looks_like_xray:
@@ -116,6 +116,13 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
         if "note" in image.info:
             text += f"\n\n*Note: {image.info['note']}*"
         return confidences, text, shown
+
+    def show_upload(file: str | None):
+        """The browser's preview of an upload (the analysis reads, then deletes, the file itself)."""
+        try:
+            return preview(to_rgb(read_image(file))) if file else None
+        except ImageLoadError:
+            return None
 
     def predict_batch(files: list[str] | None, threshold: float = config.threshold, progress=gr.Progress()):
         if not files:
@@ -160,7 +167,7 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
                     decision = gr.Markdown(elem_id="decision")
                     # no heading: the argmax could contradict the decision at a threshold other than 0.5
                     probabilities = gr.Label(label="Probabilities", num_top_classes=len(labels), show_heading=False)
-                    image_out = gr.Image(label="Grad-CAM: where the evidence was found", type="pil",
+                    image_out = gr.Image(label="The X-ray; with Grad-CAM, where the evidence was found", type="pil",
                                          elem_id="heatmap", format="png")
             if EXAMPLES:
                 gr.Examples([[str(path)] for path in EXAMPLES], inputs=[file_in],
@@ -172,8 +179,9 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
             table = gr.Dataframe(headers=["file", "p_pneumonia", "result"], label="Results", interactive=False)
             csv_out = gr.File(label="Download results (CSV)")
         run.click(predict, [file_in, threshold, heatmap], [probabilities, decision, image_out], api_name="predict")
-        threshold.change(lambda t: operating_point_text(config, t), threshold, threshold_info, api_name=False,
-                         show_progress="hidden")
+        file_in.upload(show_upload, file_in, image_out, api_visibility="private", show_progress="hidden")
+        threshold.change(lambda t: operating_point_text(config, t), threshold, threshold_info,
+                         api_visibility="private", show_progress="hidden")
         run_batch.click(predict_batch, [files_in, batch_threshold], [table, csv_out], api_name="predict_batch")
     return demo
 

@@ -7,11 +7,14 @@
   row per change, each cumulative: plain fp32 eager with a per-image PIL dataloader (the
   baseline); + bf16 autocast and channels_last; + images decoded once and augmented per batch
   (train.py's data path, with its weight averaging); + tcmalloc (train.py as shipped); and
-  + torch.compile, to show whether it would pay;
+  + torch.compile, to show whether it would pay; and two bounds, the network alone (forward,
+  backward, AdamW on one random batch) in fp32 and in bf16 with tcmalloc, which no data path can
+  beat;
 - inference of the network (one view per image), batch-1 latency and batch-32 throughput, the
-  same way: fp32 eager baseline; + bf16 and channels_last; + tcmalloc (what `Predictor` and the
-  app run); + torch.compile with freezing (`app.py --compile`); and, at batch 1, the bundled
-  model exactly as its config.json asks (test-time views included), which the demo is compared to;
+  same way: fp32 eager baseline; + bf16 and channels_last; + tcmalloc; + torch.compile with
+  freezing (`app.py --compile`); int8 static quantization compiled by Inductor (what an int8
+  model such as the bundled one runs, `modeling.quantize`); and, at batch 1, the bundled model
+  exactly as its config.json asks (precision and test-time views), which the demo is compared to;
 - the demo: `python app.py` from cold start to its first answer, then its warm latency through
   gradio_client (p50, p95) with and without the heatmap, next to a do-nothing Gradio endpoint
   (gradio_client's own round trip) and the model's batch-1 latency; batch mode against
@@ -43,12 +46,18 @@ TRAINING_VARIANTS = {
     "tcmalloc": "+ tcmalloc (train.py as shipped)",
     "compile": "+ torch.compile of the model (train.py does not; compile time not counted)",
 }
+# Not changes but bounds: the network's forward, backward and AdamW step alone, on one random batch.
+NETWORK_ONLY_VARIANTS = {
+    "network_fp32": "the network alone in fp32 (no data loading, augmentation or EMA)",
+    "network_bf16": "the network alone in bf16, channels_last, tcmalloc: the ceiling for any data path",
+}
 INFERENCE_VARIANTS = {
     "baseline": "fp32 eager",
     "bf16": "+ bf16 autocast, channels_last",
-    "tcmalloc": "+ tcmalloc (the app's path)",
-    "compile": "+ torch.compile with freezing (`app.py --compile`)",
-    "app": "the bundled model as config.json asks (its test-time views too), tcmalloc",
+    "tcmalloc": "+ tcmalloc",
+    "compile": "+ torch.compile with freezing (`app.py --compile`, bf16 models)",
+    "int8": "int8 static quantization, compiled (modeling.quantize), tcmalloc",
+    "app": "the bundled model as config.json asks (precision, test-time views), tcmalloc",
 }
 EXAMPLE = ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"
 
@@ -67,12 +76,19 @@ def measure_training(variant: str, model_id: str, data: str, batch_size: int, st
     from modeling.data import BalancedSampler, DecodedImages, decode_once, first, label_mapping, label_names, load_data
 
     config = PneumoniaClassifier.from_pretrained(model_id).config
-    optimised = variant != "baseline"
+    optimised = variant not in ("baseline", "network_fp32")
     model = PneumoniaClassifier(config).backbone
     if optimised:
         model = model.to(memory_format=torch.channels_last)
 
-    if variant in ("baseline", "bf16"):
+    if variant.startswith("network"):  # one random batch over and over: no loading, no augmentation, no EMA
+        pixels = torch.randn(batch_size, 3, config.image_size, config.image_size)
+        if optimised:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, config.num_classes, (batch_size,))
+        batches = iter(lambda: (pixels, labels), None)
+        ema = None
+    elif variant in ("baseline", "bf16"):
         class PlainImageFolder(Dataset):  # the textbook loader: a path per item, PIL and transforms per image
             def __init__(self, root: Path):
                 self.items = [(p, i) for i, name in enumerate(config.label_names) for p in sorted((root / name).iterdir())]
@@ -124,7 +140,7 @@ def measure_training(variant: str, model_id: str, data: str, batch_size: int, st
             ema.update(model, step=step)
         images += len(labels)
     result = {"images_per_s": images / (time.perf_counter() - started), "steps": steps, "batch_size": batch_size}
-    if variant not in ("baseline", "bf16"):
+    if variant in TRAINING_VARIANTS and variant not in ("baseline", "bf16"):
         result["decode_once_s"] = decode_s  # one-off; read back from the datasets cache when already done
     return result
 
@@ -137,7 +153,7 @@ def measure_inference(variant: str, model_id: str, batch_size: int, repeats: int
 
     model = PneumoniaClassifier.from_pretrained(model_id)
     if variant != "app":  # the network itself, one view per image; "app": config.json as it is (views, precision)
-        model.config.precision = "float32" if variant == "baseline" else "bfloat16"
+        model.config.precision = {"baseline": "float32", "int8": "int8"}.get(variant, "bfloat16")
         model.config.tta_views = []
     predictor = Predictor(model, compile=variant == "compile")
     image = read_image(EXAMPLE)
@@ -262,7 +278,7 @@ def main() -> None:
     if args.measure:
         kind, variant = args.measure.split(":")
         if kind == "training":
-            steps = (args.train_steps // 2 or 1) if variant == "baseline" else args.train_steps
+            steps = (args.train_steps // 2 or 1) if variant in ("baseline", "network_fp32") else args.train_steps
             result = measure_training(variant, args.model, args.data, args.batch_size, steps)
         else:
             result = measure_inference(variant, args.model, int(kind.removeprefix("inference")), args.repeats)
@@ -277,6 +293,12 @@ def main() -> None:
         row = run_measurement("training", variant, args, tcmalloc=variant in ("tcmalloc", "compile"))
         row["ratio"] = row["images_per_s"] / (results["training"].get("baseline") or row)["images_per_s"]
         results["training"][variant] = row | {"label": label}
+        print(f"training   {label:<72} {row['images_per_s']:6.2f} img/s  {row['ratio']:.2f}x", flush=True)
+    results["training_network_only"] = {}
+    for variant, label in NETWORK_ONLY_VARIANTS.items():
+        row = run_measurement("training", variant, args, tcmalloc=variant == "network_bf16")
+        row["ratio"] = row["images_per_s"] / results["training"]["baseline"]["images_per_s"]
+        results["training_network_only"][variant] = row | {"label": label}
         print(f"training   {label:<72} {row['images_per_s']:6.2f} img/s  {row['ratio']:.2f}x", flush=True)
 
     for batch_size in (1, args.batch_size):

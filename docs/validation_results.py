@@ -1,7 +1,7 @@
 """What each change did on validation: the README's results table, from model folders and their logs.
 
     python docs/validation_results.py --data ../shared/data/chest_xray \\
-        --run "LABEL=MODEL_DIR" [--run ...] [--tta-for MODEL_DIR] [--bf16-for MODEL_DIR] \\
+        --run "LABEL=MODEL_DIR" [--run ...] [--tta-for MODEL_DIR] [--bf16-for MODEL_DIR] [--int8-for MODEL_DIR] \\
         --output docs/validation_results.json
 
 For each model folder (with the split.json of its training run) the validation side of that split
@@ -9,7 +9,8 @@ is predicted once per view; the table gives ROC-AUC, the log-loss and expected c
 after a temperature fitted on those same logits, and the specificity at the threshold that keeps
 95% sensitivity. `--tta-for` adds a row averaging the logits of the image as is and the default
 test-time views (`modeling.augment.DEFAULT_TTA_VIEWS`: 1.1x zoom, +-5 degrees); `--bf16-for`
-adds the same model under bf16 autocast. The training log's best
+adds the same model under bf16 autocast, `--int8-for` in int8 (its `int8-calibration.safetensors`,
+see `modeling.quantize`). The training log's best
 validation ROC-AUC of the raw weights and of their moving average are listed too. Only the
 validation split is read: the test split stays for the final report.
 """
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--run", action="append", default=[], help="LABEL=MODEL_DIR (a training run's output)")
     parser.add_argument("--tta-for", type=Path, help="also evaluate this model folder with test-time augmentation")
     parser.add_argument("--bf16-for", type=Path, help="also evaluate this model folder under bf16 autocast")
+    parser.add_argument("--int8-for", type=Path, help="also evaluate this model folder in int8 (needs its calibration)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
@@ -105,6 +107,12 @@ def main() -> None:
             model.config.precision = "bfloat16"
             labels, logits = validation_logits(model, args.data, model_dir / "split.json")
             rows.append({"label": f"{label}, bf16 inference", "model_dir": str(model_dir),
+                         **summarise(labels, logits, model.config.positive_index)})
+            print(rows[-1], flush=True)
+        if args.int8_for and model_dir.resolve() == args.int8_for.resolve():
+            model.config.precision = "int8"
+            labels, logits = validation_logits(model, args.data, model_dir / "split.json")
+            rows.append({"label": f"{label}, int8 inference", "model_dir": str(model_dir),
                          **summarise(labels, logits, model.config.positive_index)})
             print(rows[-1], flush=True)
     command = " ".join(["python", "docs/validation_results.py", *map(shlex.quote, sys.argv[1:])])

@@ -4,7 +4,7 @@ Temperature scaling (Guo et al. 2017) makes the probabilities mean what they say
 threshold is then the highest one reaching the target sensitivity on validation.
 
     python -m modeling.calibration MODEL_DIR --data DIR_OR_ID [--target-sensitivity 0.95]
-                                   [--tta default|none] [--precision bfloat16|float32]
+                                   [--tta default|none] [--precision bfloat16|float32|int8]
 
 re-fits both for a trained model folder from its saved validation split (split.json) and rewrites
 config.json; with --tta / --precision it first sets the test-time views and the inference
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tta", choices=["keep", "default", "none"], default="keep",
                         help="test-time views: keep config.json's, store the default views "
                              f"({DEFAULT_TTA_VIEWS}), or none")
-    parser.add_argument("--precision", choices=["keep", "float32", "bfloat16"], default="keep")
+    parser.add_argument("--precision", choices=["keep", "float32", "bfloat16", "int8"], default="keep",
+                        help="int8 needs the calibration `python -m modeling.quantize` writes")
     args = parser.parse_args(argv)
 
     model = PneumoniaClassifier.from_pretrained(args.model_dir).to(memory_format=torch.channels_last)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         config.tta_views = list(DEFAULT_TTA_VIEWS) if args.tta == "default" else []
     if args.precision != "keep":
         config.precision = args.precision
+        config.check()
     labels, logits, _ = predict_saved_split(model, args.data, args.model_dir / "split.json", "validation")
     target = args.target_sensitivity or config.validation.get("target_sensitivity", 0.95)
     best_epoch = config.validation.get("best_epoch")

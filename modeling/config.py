@@ -35,8 +35,9 @@ class ModelConfig:
     positive_label: str = "PNEUMONIA"
     threshold: float = 0.5
     temperature: float = 1.0
-    precision: str = "float32"  # inference precision: "float32" or "bfloat16" (autocast)
+    precision: str = "float32"  # inference precision: "float32", "bfloat16" (autocast) or "int8" (modeling.quantize)
     ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution detector: file, threshold, ...
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8 calibration: file, calibration_images, ...
     # Test-time augmentation: views averaged with the image as is, e.g. [{"zoom": 1.1, "degrees": 0.0}].
     tta_views: list[dict[str, float]] = field(default_factory=list)
     # Filled by training: how the threshold was chosen and what it gave on validation,
@@ -75,6 +76,7 @@ class ModelConfig:
                 "precision": self.precision,
                 "tta_views": [dict(view) for view in self.tta_views],
                 "ood": self.ood,
+                "quantization": self.quantization,
                 "validation": self.validation,
             },
         }
@@ -121,8 +123,11 @@ class ModelConfig:
             raise ConfigError("mean and std must be three numbers each, std positive")
         if not (0.0 <= self.threshold <= 1.0) or math.isnan(self.threshold):
             raise ConfigError(f"threshold must lie in [0, 1], got {self.threshold}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.precision not in ("float32", "bfloat16", "int8"):
+            raise ConfigError(f"precision must be 'float32', 'bfloat16' or 'int8', got {self.precision!r}")
+        if self.precision == "int8" and not self.quantization.get("file"):
+            raise ConfigError("precision 'int8' needs an int8 calibration (inference.quantization.file); "
+                              "run python -m modeling.quantize")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
         for view in self.tta_views:
@@ -155,6 +160,8 @@ def _inference_fields(inference: dict[str, Any]) -> dict[str, Any]:
         fields["precision"] = str(inference["precision"])
     if "ood" in inference:
         fields["ood"] = dict(inference["ood"] or {})
+    if "quantization" in inference:
+        fields["quantization"] = dict(inference["quantization"] or {})
     if "tta_views" in inference:
         fields["tta_views"] = [dict(view) for view in inference["tta_views"] or []]
     if "validation" in inference:

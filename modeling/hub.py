@@ -25,9 +25,9 @@ from .metrics import RATES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CARD_TEMPLATE = REPO_ROOT / "model_card.md"
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
-MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "README.md", "training_log.json", "data_report.json",
-               "split.json", "eval/metrics.json", "eval/roc.png", "eval/pr.png", "eval/confusion_matrix.png",
-               "eval/reliability.png", "eval/predictions.csv"]
+MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "int8-calibration.safetensors", "README.md",
+               "training_log.json", "data_report.json", "split.json", "eval/metrics.json", "eval/roc.png",
+               "eval/pr.png", "eval/confusion_matrix.png", "eval/reliability.png", "eval/predictions.csv"]
 SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
 CARD_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc")
 
@@ -76,6 +76,7 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         train_command=log.get("command") or train_command(args),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
         views=1 + len(config.tta_views), precision=config.precision,
+        int8_images=config.quantization.get("calibration_images"),
         epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
         label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
         select_metric=args.get("select_metric", "roc_auc"), best_epoch=log["best_epoch"],

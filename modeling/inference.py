@@ -19,7 +19,7 @@ from .preprocessing import eval_transform, normalize, to_rgb
 
 def inference_accelerator(model: PneumoniaClassifier) -> Accelerator:
     """An Accelerator running in the precision config.json asks for (so evaluate and the demo agree)."""
-    return Accelerator(mixed_precision="bf16" if model.config.precision == "bfloat16" else "no",
+    return Accelerator(mixed_precision="bf16" if model.config.precision in ("bfloat16", "int8") else "no",
                        cpu=not torch.accelerator.is_available())
 
 
@@ -30,6 +30,7 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
     over a prepared loader, gathered from all processes."""
     model.eval()
     network = accelerator.unwrap_model(model)
+    forward = network.inference_forward()
     labels, logits, losses, features = [], [], [], []
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not accelerator.is_local_main_process):
         pixels = batch["pixel_values"]
@@ -37,7 +38,7 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
             pixels = normalize(pixels, network.config)
         pixels = pixels.to(memory_format=torch.channels_last)
         with accelerator.autocast():
-            batch_logits, batch_features = network.forward_views(pixels)
+            batch_logits, batch_features = network.forward_views(pixels, forward)
         batch_logits = batch_logits.float()
         loss = torch.nn.functional.cross_entropy(batch_logits, batch["label"], reduction="none")
         gathered = accelerator.gather_for_metrics((batch["label"], batch_logits, loss))
@@ -69,12 +70,14 @@ class Predictor:
     def __init__(self, model: PneumoniaClassifier, compile: bool = False):
         """`compile=True`: torch.compile with freezing (batch norm folded into the convolutions, weights
         pre-packed for the CPU's matrix units); the first call of each batch size compiles (about a minute
-        on 2 cores), later calls are faster. Gradients (Grad-CAM) always use the eager model."""
+        on 2 cores), later calls are faster. An int8 model (config.json's precision) is always compiled, a
+        few seconds per batch size. Gradients (Grad-CAM) always use the eager model."""
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = model.config
         self.transform = eval_transform(model.config)
-        self.forward = (torch.compile(model.forward_with_features, options={"freezing": True}) if compile
-                        else model.forward_with_features)
+        self.forward = model.inference_forward()
+        if compile and model.config.precision != "int8":
+            self.forward = torch.compile(self.forward, options={"freezing": True})
 
     def tensor(self, image: Image.Image) -> torch.Tensor:
         """Any PIL image -> normalised (1, 3, S, S) network input."""

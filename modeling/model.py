@@ -64,6 +64,7 @@ class PneumoniaClassifier(
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         self.backbone = create_backbone(self.config, pretrained=pretrained)
         self.ood: Optional[StagedDetector] = None  # loaded with the weights when the folder has one
+        self.int8_calibration: Optional[dict[str, torch.Tensor]] = None  # likewise (modeling.quantize)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values)
@@ -115,8 +116,19 @@ class PneumoniaClassifier(
         return ~self.ood.is_outlier(features.float().cpu().numpy())
 
     def autocast(self, device_type: str = "cpu") -> torch.autocast:
-        """The inference precision config.json asks for (bf16 autocast, or plain fp32)."""
-        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.precision == "bfloat16")
+        """The precision of the eager network as config.json asks for it: bf16 autocast, or plain fp32.
+        An int8 model's eager paths (Grad-CAM, training-time validation) run in bf16."""
+        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.precision in ("bfloat16", "int8"))
+
+    def inference_forward(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """What computes (logits, features) for inference: the int8 graphs where config.json asks for int8
+        (see modeling.quantize), otherwise `forward_with_features`."""
+        if self.config.precision == "int8":
+            from .quantize import Int8Forward
+            if getattr(self, "_int8_forward", None) is None or self._int8_forward.calibration is not self.int8_calibration:
+                self._int8_forward = Int8Forward(self, self.int8_calibration)  # keeps its compiled graphs
+            return self._int8_forward
+        return self.forward_with_features
 
     def save_model_files(self, directory: Union[str, Path]) -> None:
         """Weights, detector and config.json only (`save_pretrained` also writes a generic card)."""
@@ -125,6 +137,9 @@ class PneumoniaClassifier(
         save_weights(self.backbone, directory / WEIGHTS_NAME)
         if self.ood is not None:
             self.ood.save(directory / self.config.ood["file"])
+        if self.int8_calibration is not None:
+            from .quantize import save_calibration
+            save_calibration(self.int8_calibration, directory / self.config.quantization["file"])
         self.config.save(directory / CONFIG_NAME)
 
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -170,7 +185,21 @@ class PneumoniaClassifier(
         if model.config.ood.get("file"):
             model.ood = _load_ood(model_id, model.config.ood["file"], revision=revision, cache_dir=cache_dir,
                                   force_download=force_download, local_files_only=local_files_only, token=token)
+        if model.config.quantization.get("file"):
+            model.int8_calibration = _load_int8_calibration(
+                model_id, model.config.quantization["file"], revision=revision, cache_dir=cache_dir,
+                force_download=force_download, local_files_only=local_files_only, token=token)
         return model
+
+
+def _load_int8_calibration(model_id: str, filename: str, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
+    from .quantize import Int8CalibrationError, load_calibration
+    path = os.path.join(model_id, filename) if os.path.isdir(model_id) else \
+        hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
+    try:
+        return load_calibration(path)
+    except Int8CalibrationError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def _load_ood(model_id: str, filename: str, **hub_kwargs: Any) -> StagedDetector:
