@@ -18,16 +18,18 @@ from .preprocessing import eval_transform, normalize, to_rgb
 
 
 def inference_accelerator(model: PneumoniaClassifier) -> Accelerator:
-    """An Accelerator running in the precision config.json asks for (so evaluate and the demo agree)."""
-    return Accelerator(mixed_precision="bf16" if model.config.precision in ("bfloat16", "int8") else "no",
-                       cpu=not torch.accelerator.is_available())
+    """An Accelerator for devices and processes only: `predict_loader` then runs in the precision config.json
+    asks for (so evaluate and the demo agree), and one process can predict in several (accelerate's state
+    is a per-process singleton, its mixed precision fixed at the first Accelerator)."""
+    return Accelerator(mixed_precision="no", cpu=not torch.accelerator.is_available())
 
 
 @torch.no_grad()
 def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "predicting",
                    with_features: bool = False) -> tuple[np.ndarray, ...]:
     """(labels as model class indices, logits (N, C), mean cross-entropy[, penultimate features (N, D)])
-    over a prepared loader, gathered from all processes."""
+    over a prepared loader, gathered from all processes. The precision is the accelerator's where it sets one
+    (training), otherwise config.json's."""
     model.eval()
     network = accelerator.unwrap_model(model)
     forward = network.inference_forward()
@@ -37,7 +39,7 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
         if pixels.dtype == torch.uint8:  # DecodedImages batches: normalised here, on the device
             pixels = normalize(pixels, network.config)
         pixels = pixels.to(memory_format=torch.channels_last)
-        with accelerator.autocast():
+        with accelerator.autocast() if accelerator.mixed_precision != "no" else network.autocast(pixels.device.type):
             batch_logits, batch_features = network.forward_views(pixels, forward)
         batch_logits = batch_logits.float()
         loss = torch.nn.functional.cross_entropy(batch_logits, batch["label"], reduction="none")

@@ -23,6 +23,7 @@ if __name__ == "__main__":
 
 import argparse  # noqa: E402
 import logging
+from operator import attrgetter
 from pathlib import Path
 from typing import Iterable
 
@@ -69,9 +70,18 @@ def prepare(model: nn.Module, batch_size: int) -> torch.fx.GraphModule:
     return prepare_pt2e(graph, quantizer)
 
 
+def _observers(prepared: torch.fx.GraphModule, of_weights: bool) -> dict[str, torch.fx.Node]:
+    """Observer module name -> its input node: of the weights (parameters) or of the activations."""
+    return {node.target: node.args[0] for node in prepared.graph.nodes
+            if node.op == "call_module" and str(node.target).startswith("activation_post_process")
+            and (getattr(node.args[0], "op", None) == "get_attr") == of_weights}
+
+
 def observer_state(prepared: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """The activation ranges measured so far: the calibration. (Weight ranges come from the weights.)"""
+    activations = _observers(prepared, of_weights=False)
     return {name: tensor.detach().clone() for name, tensor in prepared.state_dict().items()
-            if "activation_post_process" in name}
+            if name.split(".")[0] in activations}
 
 
 @torch.no_grad()
@@ -106,9 +116,11 @@ def quantized(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size
     expected = set(observer_state(prepared))
     if expected != set(calibration):
         raise Int8CalibrationError(
-            f"The int8 calibration has {len(calibration)} observers, the exported network {len(expected)} "
+            f"The int8 calibration has {len(calibration)} observer tensors, the exported network {len(expected)} "
             "(another torch/torchao version?); re-run `python -m modeling.quantize MODEL_DIR --data ...`.")
     prepared.load_state_dict(calibration, strict=False)
+    for name, weight in _observers(prepared, of_weights=True).items():  # the weights as they are now
+        getattr(prepared, name)(attrgetter(weight.target)(prepared))
     return convert_pt2e(prepared)
 
 

@@ -69,3 +69,20 @@ def test_broken_or_mismatched_int8_calibration_is_a_clear_error(int8_model_dir, 
     model.int8_calibration = dict(list(model.int8_calibration.items())[:-2])  # two observers short
     with pytest.raises(Int8CalibrationError, match="re-run"):
         model.inference_forward()(torch.zeros(1, 3, model.config.image_size, model.config.image_size))
+
+
+def test_one_process_predicts_a_saved_split_in_every_precision(int8_model_dir, small_data):
+    """accelerate fixes mixed precision once per process; config.json's precision must still be honoured."""
+    from modeling.inference import predict_saved_split
+
+    model = PneumoniaClassifier.from_pretrained(int8_model_dir)
+    logits = {}
+    for precision in ("float32", "bfloat16", "int8"):
+        model.config.precision = precision
+        _, logits[precision], _ = predict_saved_split(model, str(small_data), int8_model_dir / "split.json",
+                                                      "validation")
+    scale = np.abs(logits["float32"]).max() + 1
+    assert not np.array_equal(logits["bfloat16"], logits["float32"])  # bf16 really ran
+    assert not np.array_equal(logits["int8"], logits["bfloat16"])  # and so did int8
+    assert np.abs(logits["bfloat16"] - logits["float32"]).max() < 0.1 * scale
+    assert np.abs(logits["int8"] - logits["float32"]).max() < 0.1 * scale
