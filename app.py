@@ -105,8 +105,8 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
             if heatmap and looks_like_xray:
                 cam = grad_cam(model, predictor.tensor(image), config.positive_index)[0]
                 shown = overlay(to_rgb(image), cam)
-            else:  # the upload's preview (show_upload) stays: no image to encode and send back
-                shown = gr.skip()
+            else:  # nothing to encode and send back; the browser already shows the upload (show_upload)
+                shown = None
         except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
             raise gr.Error("The image could not be analysed; please try another file.") from None
         if not looks_like_xray:
@@ -167,8 +167,11 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
                     decision = gr.Markdown(elem_id="decision")
                     # no heading: the argmax could contradict the decision at a threshold other than 0.5
                     probabilities = gr.Label(label="Probabilities", num_top_classes=len(labels), show_heading=False)
-                    image_out = gr.Image(label="The X-ray; with Grad-CAM, where the evidence was found", type="pil",
-                                         elem_id="heatmap", format="png")
+                    with gr.Row():
+                        upload_preview = gr.Image(label="The X-ray", type="pil", elem_id="upload-preview",
+                                                  format="png", interactive=False)
+                        image_out = gr.Image(label="Grad-CAM: where the evidence was found", type="pil",
+                                             elem_id="heatmap", format="png", interactive=False)
             if EXAMPLES:
                 gr.Examples([[str(path)] for path in EXAMPLES], inputs=[file_in],
                             label="Examples: test images of Kermany et al. 2018 (CC BY 4.0)")
@@ -179,7 +182,7 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
             table = gr.Dataframe(headers=["file", "p_pneumonia", "result"], label="Results", interactive=False)
             csv_out = gr.File(label="Download results (CSV)")
         run.click(predict, [file_in, threshold, heatmap], [probabilities, decision, image_out], api_name="predict")
-        file_in.upload(show_upload, file_in, image_out, api_visibility="private", show_progress="hidden")
+        file_in.change(show_upload, file_in, upload_preview, api_visibility="private", show_progress="hidden")
         threshold.change(lambda t: operating_point_text(config, t), threshold, threshold_info,
                          api_visibility="private", show_progress="hidden")
         run_batch.click(predict_batch, [files_in, batch_threshold], [table, csv_out], api_name="predict_batch")

@@ -69,6 +69,7 @@ def test_api_gives_the_same_probabilities_as_evaluate(server, evaluated, small_d
         without = predict(client, path, heatmap=False)
         assert p_pneumonia(with_heatmap) == pytest.approx(evaluated[path.name], abs=2e-6)
         assert p_pneumonia(without) == pytest.approx(evaluated[path.name], abs=2e-6)
+        assert without[2] is None  # no heatmap asked for: no image encoded and sent
         assert with_heatmap[1].startswith(("### Pneumonia suspected", "### No pneumonia detected"))
         heatmap = Image.open(with_heatmap[2])
         assert heatmap.size == (224, 224) and np.asarray(heatmap).std() > 5
