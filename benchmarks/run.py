@@ -7,7 +7,8 @@
   row per change, each cumulative: plain fp32 eager with a per-image PIL dataloader (the
   baseline); + bf16 autocast and channels_last; + images decoded once and augmented per batch
   (train.py's data path, with its weight averaging); + tcmalloc (train.py as shipped); and
-  + torch.compile, to show whether it would pay; and two bounds, the network alone (forward,
+  + torch.compile, to show whether it would pay (with --train-compile: it takes minutes to compile);
+  and two bounds, the network alone (forward,
   backward, AdamW on one random batch) in fp32 and in bf16 with tcmalloc, which no data path can
   beat;
 - inference of the network (one view per image), batch-1 latency and batch-32 throughput, the
@@ -47,6 +48,7 @@ TRAINING_VARIANTS = {
     "tcmalloc": "+ tcmalloc (train.py as shipped)",
     "compile": "+ torch.compile of the model (train.py does not; compile time not counted)",
 }
+OPTIONAL_TRAINING_VARIANTS = {"compile"}  # minutes of compiling: only with --train-compile
 # Not changes but bounds: the network's forward, backward and AdamW step alone, on one random batch.
 NETWORK_ONLY_VARIANTS = {
     "network_fp32": "the network alone in fp32 (no data loading, augmentation or EMA)",
@@ -281,6 +283,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=6, help="timed steps per training row (baseline: half)")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--train-compile", action="store_true",
+                        help="also time training with torch.compile (two to three minutes of compiling on 2 cores)")
     parser.add_argument("--output", type=Path, help="also write the results as JSON (the README is rendered from it)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # KIND:VARIANT, one measurement in this process
     args = parser.parse_args()
@@ -300,6 +304,8 @@ def main() -> None:
     results: dict = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "training": {}, "inference": {}}
 
     for variant, label in TRAINING_VARIANTS.items():
+        if variant in OPTIONAL_TRAINING_VARIANTS and not args.train_compile:
+            continue
         row = run_measurement("training", variant, args, tcmalloc=variant in ("tcmalloc", "compile"))
         row["ratio"] = row["images_per_s"] / (results["training"].get("baseline") or row)["images_per_s"]
         results["training"][variant] = row | {"label": label}

@@ -168,6 +168,9 @@ def benchmark_section() -> str:
         "| --- | --- | --- |",
     ]
     lines += [f"| {row['label']} | {row['images_per_s']:.2f} | {row['ratio']:.2f}x |" for row in b["training"].values()]
+    if "compile" not in b["training"]:
+        lines += ["", "`--train-compile` adds a row for torch.compile of the training step (minutes of compiling; "
+                  "train.py does not use it)."]
     network = b.get("training_network_only")
     if network:
         fp32, bf16 = network["network_fp32"], network["network_bf16"]

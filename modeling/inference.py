@@ -80,13 +80,17 @@ class Predictor:
         self.forward = model.inference_forward()
         if compile and model.config.precision != "int8":
             self.forward = torch.compile(self.forward, options={"freezing": True})
+        # int8 graphs are compiled per batch size and gain little from batching on a CPU: one image at a time
+        # keeps to the one graph the app compiles at start
+        self.batch_size = 1 if model.config.precision == "int8" else 16
 
     def tensor(self, image: Image.Image) -> torch.Tensor:
         """Any PIL image -> normalised (1, 3, S, S) network input."""
         return self.transform(to_rgb(image)).unsqueeze(0).to(memory_format=torch.channels_last)
 
-    def analyse(self, images: Sequence[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    def analyse(self, images: Sequence[Image.Image], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated class probabilities (N, C), looks like a chest X-ray (N,) bool)."""
+        batch_size = batch_size or self.batch_size
         probs, in_distribution = [], []
         for start in range(0, len(images), batch_size):
             batch_probs, features = self.model.predict(
@@ -97,6 +101,6 @@ class Predictor:
             return np.zeros((0, self.config.num_classes)), np.zeros(0, dtype=bool)
         return np.concatenate(probs), np.concatenate(in_distribution)
 
-    def probabilities(self, images: Sequence[Image.Image], batch_size: int = 16) -> np.ndarray:
+    def probabilities(self, images: Sequence[Image.Image], batch_size: int | None = None) -> np.ndarray:
         """Calibrated class probabilities, shape (N, C)."""
         return self.analyse(images, batch_size)[0]
