@@ -170,7 +170,7 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
                     with gr.Row():
                         upload_preview = gr.Image(label="The X-ray", type="pil", elem_id="upload-preview",
                                                   format="png", interactive=False)
-                        image_out = gr.Image(label="Grad-CAM: where the evidence was found", type="pil",
+                        image_out = gr.Image(label="Grad-CAM heatmap", type="pil",
                                              elem_id="heatmap", format="png", interactive=False)
             if EXAMPLES:
                 gr.Examples([[str(path)] for path in EXAMPLES], inputs=[file_in],

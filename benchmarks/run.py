@@ -295,7 +295,9 @@ def main() -> None:
             steps = (args.train_steps // 2 or 1) if variant in ("baseline", "network_fp32") else args.train_steps
             result = measure_training(variant, args.model, args.data, args.batch_size, steps)
         else:
-            result = measure_inference(variant, args.model, int(kind.removeprefix("inference")), args.repeats)
+            batch_size = int(kind.removeprefix("inference"))
+            repeats = args.repeats if batch_size == 1 else max(3, args.repeats // 4)  # seconds per call in fp32
+            result = measure_inference(variant, args.model, batch_size, repeats)
         print(json.dumps(result))
         return
 

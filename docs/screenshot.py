@@ -38,6 +38,7 @@ def main() -> None:
             page.get_by_role("button", name="Analyse", exact=True).click()
             expect(page.locator("#decision")).to_contain_text("P(pneumonia) =", timeout=120_000)
             expect(page.locator("#heatmap img")).to_be_visible(timeout=60_000)
+            expect(page.locator("#upload-preview img")).to_be_visible(timeout=60_000)
             page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)
             browser.close()
     finally:
