@@ -122,10 +122,12 @@ class PneumoniaClassifier(
 
     def inference_forward(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """What computes (logits, features) for inference: the int8 graphs where config.json asks for int8
-        (see modeling.quantize), otherwise `forward_with_features`."""
+        (see modeling.quantize; they are frozen with the weights of their first call), otherwise
+        `forward_with_features`."""
         if self.config.precision == "int8":
             from .quantize import Int8Forward
-            if getattr(self, "_int8_forward", None) is None or self._int8_forward.calibration is not self.int8_calibration:
+            cached = getattr(self, "_int8_forward", None)
+            if cached is None or cached.calibration is not self.int8_calibration:
                 self._int8_forward = Int8Forward(self, self.int8_calibration)  # keeps its compiled graphs
             return self._int8_forward
         return self.forward_with_features
