@@ -37,6 +37,7 @@ def results_section(model_dir: Path = MODEL) -> str:
     log = json.loads((model_dir / "training_log.json").read_text())
     metrics = json.loads((model_dir / "eval" / "metrics.json").read_text())
     inference = config["inference"]
+    int8 = inference["precision"] == "int8"
     args = log["args"]
     lines = [
         "## Results of the bundled model",
@@ -55,9 +56,8 @@ def results_section(model_dir: Path = MODEL) -> str:
         f"python -m modeling.ood fit {RUN} --data ../shared/data/chest_xray",
         *([f"python -m modeling.quantize {RUN} --data ../shared/data/chest_xray",
            f"python -m modeling.calibration {RUN} --data ../shared/data/chest_xray --precision int8"]
-          if inference["precision"] == "int8" else []),
-        f"cp {RUN}/{{model.safetensors,config.json,ood.safetensors,"
-        f"{'int8-calibration.safetensors,' if inference['precision'] == 'int8' else ''}"
+          if int8 else []),
+        f"cp {RUN}/{{model.safetensors,config.json,ood.safetensors,{'int8-calibration.safetensors,' if int8 else ''}"
         "training_log.json,data_report.json,split.json} weights/pneumonia-resnet50/",
         "python -m modeling.non_xray runs/non-xray",
         "python evaluate.py --model weights/pneumonia-resnet50 --data ../shared/data/chest_xray --split test "

@@ -103,18 +103,13 @@ def main() -> None:
                          "model_dir": str(model_dir),
                          **summarise(labels, logits, model.config.positive_index)})
             print(rows[-1], flush=True)
-        if args.bf16_for and model_dir.resolve() == args.bf16_for.resolve():
-            model.config.precision = "bfloat16"
-            labels, logits = validation_logits(model, args.data, model_dir / "split.json")
-            rows.append({"label": f"{label}, bf16 inference", "model_dir": str(model_dir),
-                         **summarise(labels, logits, model.config.positive_index)})
-            print(rows[-1], flush=True)
-        if args.int8_for and model_dir.resolve() == args.int8_for.resolve():
-            model.config.precision = "int8"
-            labels, logits = validation_logits(model, args.data, model_dir / "split.json")
-            rows.append({"label": f"{label}, int8 inference", "model_dir": str(model_dir),
-                         **summarise(labels, logits, model.config.positive_index)})
-            print(rows[-1], flush=True)
+        for asked_for, precision, name in ((args.bf16_for, "bfloat16", "bf16"), (args.int8_for, "int8", "int8")):
+            if asked_for and model_dir.resolve() == asked_for.resolve():
+                model.config.precision = precision
+                labels, logits = validation_logits(model, args.data, model_dir / "split.json")
+                rows.append({"label": f"{label}, {name} inference", "model_dir": str(model_dir),
+                             **summarise(labels, logits, model.config.positive_index)})
+                print(rows[-1], flush=True)
     command = " ".join(["python", "docs/validation_results.py", *map(shlex.quote, sys.argv[1:])])
     args.output.write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.output}")

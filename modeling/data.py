@@ -166,6 +166,12 @@ def make_train_val(splits: DatasetDict, val_fraction: float, seed: int, split_fi
     return train, validation, info
 
 
+def saved_split_indices(train: Dataset, split_file: Path, side: str) -> list[int]:
+    """Indices in `train` of one side ("train" or "validation") of the split a training run saved."""
+    keep = set(json.loads(Path(split_file).read_text())[side])
+    return [i for i, record in enumerate(train["image"]) if image_name(record, i) in keep]
+
+
 def attach_transform(split: Dataset, transform: Callable[[Any], torch.Tensor],
                      label_map: Sequence[int]) -> Dataset:
     """A view of `split` yielding {"pixel_values", "label"} tensors, decoded on the fly."""

@@ -1,7 +1,6 @@
 """Running a model over data: batched prediction shared by train (validation), evaluate and the app."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import attach_transform, image_name, label_mapping, label_names, load_data
+from .data import attach_transform, label_mapping, label_names, load_data, saved_split_indices
 from .model import PneumoniaClassifier
 from .preprocessing import eval_transform, normalize, to_rgb
 
@@ -55,9 +54,8 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
 def predict_saved_split(model: PneumoniaClassifier, data: str, split_file: Path, side: str,
                         with_features: bool = False) -> tuple[np.ndarray, ...]:
     """`predict_loader` over one side ("train" or "validation") of the split a training run saved."""
-    keep = set(json.loads(Path(split_file).read_text())[side])
     train = load_data(data)["train"]
-    subset = train.select([i for i, record in enumerate(train["image"]) if image_name(record, i) in keep])
+    subset = train.select(saved_split_indices(train, split_file, side))
     to_model = label_mapping(label_names(train), model.config.label_names)
     accelerator = inference_accelerator(model)
     loader = accelerator.prepare(DataLoader(attach_transform(subset, eval_transform(model.config), to_model),

@@ -194,19 +194,22 @@ class PneumoniaClassifier(
         return model
 
 
+def _model_file(model_id: str, filename: str, **hub_kwargs: Any) -> str:
+    """A file of a model folder, or of a Hub repo (downloaded)."""
+    return os.path.join(model_id, filename) if os.path.isdir(model_id) else \
+        hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
+
+
 def _load_int8_calibration(model_id: str, filename: str, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
     from .quantize import Int8CalibrationError, load_calibration
-    path = os.path.join(model_id, filename) if os.path.isdir(model_id) else \
-        hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
     try:
-        return load_calibration(path)
+        return load_calibration(_model_file(model_id, filename, **hub_kwargs))
     except Int8CalibrationError as error:
         raise ModelLoadError(str(error)) from None
 
 
 def _load_ood(model_id: str, filename: str, **hub_kwargs: Any) -> StagedDetector:
-    path = os.path.join(model_id, filename) if os.path.isdir(model_id) else \
-        hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
+    path = _model_file(model_id, filename, **hub_kwargs)
     try:
         return StagedDetector.load(path)
     except (SafetensorError, OSError, KeyError) as error:
@@ -219,10 +222,14 @@ def _looks_like_path(source: str) -> bool:
 
 
 def save_weights(module: nn.Module, path: Path) -> None:
+    save_tensors(module.state_dict(), path)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, **metadata: str) -> None:
     """safetensors, written to a temporary name and renamed: never a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in module.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "pt"})
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+    save_file(state, str(tmp), metadata={"format": "pt", **metadata})
     os.replace(tmp, path)
 
 

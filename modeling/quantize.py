@@ -29,7 +29,7 @@ from typing import Iterable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 _pytree_log = logging.getLogger("torch.utils._pytree")
@@ -97,10 +97,8 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, to
 
 
 def save_calibration(state: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp),
-              metadata={"format": "pt", "quantizer": "torchao X86InductorQuantizer, default config"})
-    tmp.replace(path)
+    from .model import save_tensors
+    save_tensors(state, path, quantizer="torchao X86InductorQuantizer, default config")
 
 
 def load_calibration(path: str | Path) -> dict[str, torch.Tensor]:
@@ -148,12 +146,11 @@ class Int8Forward:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import json
-
     from torch.utils.data import DataLoader
 
     from .augment import normalized_views
-    from .data import DecodedImages, decode_once, first, image_name, label_mapping, label_names, load_data
+    from .data import (DecodedImages, decode_once, first, label_mapping, label_names, load_data,
+                       saved_split_indices)
     from .model import PneumoniaClassifier
     from .preprocessing import normalize
 
@@ -166,9 +163,8 @@ def main(argv: list[str] | None = None) -> None:
 
     model = PneumoniaClassifier.from_pretrained(args.model_dir)
     config = model.config
-    keep = set(json.loads((args.model_dir / "split.json").read_text())["train"])
     train = load_data(args.data)["train"]
-    chosen = [i for i, record in enumerate(train["image"]) if image_name(record, i) in keep]
+    chosen = saved_split_indices(train, args.model_dir / "split.json", "train")
     generator = torch.Generator().manual_seed(0)
     chosen = [chosen[i] for i in torch.randperm(len(chosen), generator=generator)[:args.images].tolist()]
     decoded = decode_once(train.select(chosen), config, label_mapping(label_names(train), config.label_names))

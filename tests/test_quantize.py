@@ -31,7 +31,7 @@ def test_int8_model_is_saved_with_its_calibration_and_gives_the_float_answers(in
 
     images = [load_rgb(path) for label in ("PNEUMONIA", "NORMAL")
               for path in sorted((small_data / "test" / label).iterdir())[:3]]
-    int8_probs = Predictor(model).probabilities(images)  # six images, four views each: one compiled graph
+    int8_probs = Predictor(model).probabilities(images)  # one image at a time: one compiled graph
     model.config.precision = "float32"  # the same weights, views and temperature in plain float
     float_probs = Predictor(model).probabilities(images)
     assert int8_probs.shape == (6, 2) and np.allclose(int8_probs.sum(1), 1)
@@ -45,8 +45,9 @@ def test_int8_runs_inside_a_bf16_autocast_and_saves_its_calibration_again(int8_m
         logits, features = model.inference_forward()(pixels)
     assert logits.dtype == torch.float32 and logits.shape == (2, 2) and len(features) == 2
     model.save_model_files(tmp_path / "copy")
-    assert PneumoniaClassifier.from_pretrained(tmp_path / "copy").config.precision == "int8"
-    saved = PneumoniaClassifier.from_pretrained(tmp_path / "copy").int8_calibration
+    copy = PneumoniaClassifier.from_pretrained(tmp_path / "copy")
+    assert copy.config.precision == "int8"
+    saved = copy.int8_calibration
     assert saved.keys() == model.int8_calibration.keys()
     assert all(torch.equal(saved[name], tensor) for name, tensor in model.int8_calibration.items())
 
