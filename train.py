@@ -11,7 +11,6 @@ split.json and checkpoints/ for --resume.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -27,17 +26,18 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from modeling.augment import BatchAugment
-from modeling.calibration import positive_probs, set_operating_point
+from modeling.calibration import fit_temperature, positive_probs, set_operating_point
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig, write_json_atomic
 from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
                            label_mapping, label_names, load_data, make_train_val)
 from modeling.inference import predict_loader
-from modeling.metrics import binary_metrics
+from modeling.metrics import binary_metrics, threshold_for_sensitivity
 from modeling.model import ModelLoadError, PneumoniaClassifier
 
 
@@ -47,8 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--model", default="resnet50", help="any timm architecture")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights instead of ImageNet")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=int, default=224, help="input size of the deployed model (and of validation)")
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--size-schedule", type=parse_size_schedule, default=None, metavar="SIZE:EPOCHS,...",
+                   help="progressive resizing: training sizes and their epoch counts, e.g. 128:30,176:10,224:8 "
+                        "(the counts add up to --epochs; default: --image-size throughout); validation is always "
+                        "at --image-size")
     p.add_argument("--batch-size", type=int, default=32, help="per process")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -61,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split-file", help="reuse the validation split saved by an earlier run (split.json)")
     p.add_argument("--target-sensitivity", type=float, default=0.95,
                    help="the decision threshold is the highest reaching this sensitivity on validation")
-    p.add_argument("--select-metric", default="roc_auc", choices=["roc_auc", "loss"],
-                   help="validation criterion that picks the best epoch")
+    p.add_argument("--select-metric", default="roc_auc", choices=["roc_auc", "loss", "calibrated_loss"],
+                   help="validation criterion that picks the best epoch (calibrated_loss: log-loss after a "
+                        "temperature fitted on the same validation logits)")
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     p.add_argument("--decode-workers", type=int, default=os.cpu_count(), help="processes decoding the images once")
     p.add_argument("--seed", type=int, default=42)
@@ -71,13 +76,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def cosine_with_warmup(warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
+def parse_size_schedule(text: str) -> list[tuple[int, int]]:
+    """"128:30,176:10,224:8" -> [(128, 30), (176, 10), (224, 8)]."""
+    try:
+        stages = [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
+        if not stages or any(len(stage) != 2 or min(stage) < 1 for stage in stages):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SIZE:EPOCHS[,SIZE:EPOCHS...], e.g. 128:30,224:8") from None
+    return stages
+
+
+def training_sizes(args: argparse.Namespace) -> list[int]:
+    """The training image size of each epoch."""
+    if not args.size_schedule:
+        return [args.image_size] * args.epochs
+    sizes = [size for size, count in args.size_schedule for _ in range(count)]
+    if len(sizes) != args.epochs:
+        sys.exit(f"--size-schedule covers {len(sizes)} epochs but --epochs is {args.epochs}; make them agree.")
+    if max(sizes) > args.image_size:
+        sys.exit(f"--size-schedule goes up to {max(sizes)} px, above --image-size {args.image_size}.")
+    return sizes
 
 
 def main(args: argparse.Namespace) -> None:
@@ -85,6 +104,7 @@ def main(args: argparse.Namespace) -> None:
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.accelerator.is_available())
     log = accelerator.print
     set_seed(args.seed)
+    sizes = training_sizes(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_root = out / "checkpoints"
@@ -129,11 +149,14 @@ def main(args: argparse.Namespace) -> None:
     val_loader = DataLoader(val_images, batch_size=64, collate_fn=first)
     augment = BatchAugment(config, seed=args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(int(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch))
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    steps_per_epoch = len(train_loader)  # per process
+    # warm-up, then cosine to zero, stepped per update: the learning rate is a function of the step alone,
+    # so a resumed run needs no scheduler state
+    warmup_steps = int(args.warmup_epochs * steps_per_epoch)
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, args.epochs * steps_per_epoch - warmup_steps),
+                                  lr_min=0.0, warmup_t=warmup_steps, warmup_lr_init=args.lr / max(1, warmup_steps),
+                                  warmup_prefix=True, t_in_epochs=False)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
     if ema is not None:
@@ -156,35 +179,44 @@ def main(args: argparse.Namespace) -> None:
         augment.set_epoch(epoch, accelerator.process_index, accelerator.device)
         model.train()
         bar = tqdm(total=len(train_loader) * images_per_step, unit="img", unit_scale=True,
-                   desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_local_main_process)
+                   desc=f"epoch {epoch + 1}/{args.epochs} at {sizes[epoch]}px", disable=not accelerator.is_local_main_process)
         started, loss_sum = time.time(), 0.0
         for step, batch in enumerate(train_loader, 1):
-            pixels = augment(batch["pixel_values"])
+            scheduler.step_update(epoch * steps_per_epoch + step - 1)
+            pixels = augment(batch["pixel_values"], output_size=sizes[epoch])
             with accelerator.autocast():
                 loss = criterion(model(pixels), batch["label"])
             accelerator.backward(loss)
             optimizer.step()
-            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(accelerator.unwrap_model(model), step=epoch * steps_per_epoch + step)
             loss_sum += loss.item()
             bar.update(images_per_step)
-            bar.set_postfix(loss=f"{loss_sum / step:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{loss_sum / step:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.close()
         train_time = time.time() - started
 
         for name, network in candidates.items():  # the trained weights, and their moving average
             labels, logits, val_loss = predict_loader(network, val_loader, accelerator, desc=f"validation ({name})")
-            val = binary_metrics(labels == config.positive_index, positive_probs(logits, 1.0, config.positive_index), 0.5)
-            record = {"epoch": epoch + 1, "weights": name, "train_loss": loss_sum / max(1, len(train_loader)),
+            positive = labels == config.positive_index
+            val = binary_metrics(positive, positive_probs(logits, 1.0, config.positive_index), 0.5)
+            temperature = fit_temperature(logits, labels)
+            calibrated = positive_probs(logits, temperature, config.positive_index)
+            calibrated_loss = -np.mean(np.log(np.where(positive, calibrated, 1 - calibrated).clip(1e-12)))
+            record = {"epoch": epoch + 1, "weights": name, "train_size": sizes[epoch],
+                      "train_loss": loss_sum / max(1, len(train_loader)),
                       "train_images_per_s": len(train_loader) * images_per_step / train_time,
-                      "val_loss": val_loss, "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
-                      "val_specificity": val["specificity"], "val_accuracy": val["accuracy"]}
+                      "train_seconds": train_time, "lr_end": optimizer.param_groups[0]["lr"],
+                      "val_loss": val_loss, "val_calibrated_loss": float(calibrated_loss), "val_temperature": temperature,
+                      "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
+                      "val_specificity": val["specificity"], "val_accuracy": val["accuracy"],
+                      # operating-point stability: where the target-sensitivity rule would put the threshold now
+                      "val_threshold_at_target": threshold_for_sensitivity(positive, calibrated, args.target_sensitivity)}
             state["history"].append(record)
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
-            score = val["roc_auc"] if args.select_metric == "roc_auc" else -val_loss
+            score = {"roc_auc": val["roc_auc"], "loss": -val_loss, "calibrated_loss": -calibrated_loss}[args.select_metric]
             if state["best_score"] is None or score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, best_weights=name,
                              best_validation={"labels": labels.tolist(), "logits": logits.tolist()})

@@ -8,7 +8,7 @@ For each model folder (with the split.json of its training run) the validation s
 is predicted once per view; the table gives ROC-AUC, the log-loss and expected calibration error
 after a temperature fitted on those same logits, and the specificity at the threshold that keeps
 95% sensitivity. `--tta-for` adds a row averaging the logits of the image as is and the default
-test-time views (`modeling.augment.DEFAULT_TTA_VIEWS`: 1.1x zoom, +-5 degrees); `--bf16-for`
+test-time views (`modeling.views.DEFAULT_TTA_VIEWS`: 1.1x zoom, +-5 degrees); `--bf16-for`
 adds the same model under bf16 autocast, `--int8-for` in int8 (its `int8-calibration.safetensors`,
 see `modeling.quantize`). The training log's best
 validation ROC-AUC of the raw weights and of their moving average are listed too. Only the
@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from modeling import PneumoniaClassifier  # noqa: E402
-from modeling.augment import DEFAULT_TTA_VIEWS  # noqa: E402
+from modeling.views import DEFAULT_TTA_VIEWS  # noqa: E402
 from modeling.calibration import expected_calibration_error, fit_temperature, positive_probs  # noqa: E402
 from modeling.inference import predict_saved_split  # noqa: E402
 from modeling.metrics import binary_metrics, threshold_for_sensitivity  # noqa: E402

@@ -78,7 +78,7 @@ def set_operating_point(config: ModelConfig, logits: np.ndarray, labels: np.ndar
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from .augment import DEFAULT_TTA_VIEWS
+    from .views import DEFAULT_TTA_VIEWS
     from .inference import predict_saved_split
     from .model import PneumoniaClassifier
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ConfigError, ModelConfig
-from .augment import normalized_views
+from .views import normalized_views
 from .ood import StagedDetector
 
 WEIGHTS_NAME = "model.safetensors"

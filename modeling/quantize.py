@@ -148,7 +148,7 @@ class Int8Forward:
 def main(argv: list[str] | None = None) -> None:
     from torch.utils.data import DataLoader
 
-    from .augment import normalized_views
+    from .views import normalized_views
     from .data import (DecodedImages, decode_once, first, label_mapping, label_names, load_data,
                        saved_split_indices)
     from .model import PneumoniaClassifier

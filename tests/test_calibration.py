@@ -50,7 +50,8 @@ def test_calibration_cli_stores_test_time_views_and_precision_and_inference_uses
     import torch
 
     from modeling import PneumoniaClassifier, load_rgb, normalize
-    from modeling.augment import DEFAULT_TTA_VIEWS, resample, view_matrix
+    from modeling.geometry import view_matrix, warp
+    from modeling.views import DEFAULT_TTA_VIEWS
     from modeling.inference import Predictor
     from modeling.preprocessing import resize_transform
 
@@ -67,7 +68,7 @@ def test_calibration_cli_stores_test_time_views_and_precision_and_inference_uses
     pixels = resize_transform(model.config)(image).unsqueeze(0)
     views = [view_matrix()] + [view_matrix(v["zoom"], v["degrees"]) for v in DEFAULT_TTA_VIEWS]
     with torch.no_grad(), model.autocast():
-        logits = torch.stack([model(normalize(resample(pixels, m.expand(1, 2, 3)), model.config)).float()
+        logits = torch.stack([model(normalize(warp(pixels.float() / 255, m.expand(1, 2, 3)), model.config)).float()
                               for m in views]).mean(0)
     expected = torch.softmax(logits / model.config.temperature, dim=-1)[0].numpy()
     np.testing.assert_allclose(probs, expected, atol=2e-2)  # bf16: batched and one-by-one runs round differently

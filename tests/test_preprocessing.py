@@ -6,7 +6,9 @@ import torch
 from PIL import Image
 
 from modeling.config import ModelConfig
-from modeling.augment import DEFAULT_TTA_VIEWS, BatchAugment, normalized_views, resample, view_matrix
+from modeling.augment import BatchAugment
+from modeling.geometry import view_matrix, warp
+from modeling.views import DEFAULT_TTA_VIEWS, normalized_views
 from modeling.preprocessing import ImageLoadError, eval_transform, load_rgb, normalize, read_image, resize_transform, to_rgb
 
 from conftest import FORMATS, KERMANY
@@ -66,14 +68,26 @@ def test_batch_augment_gives_network_input_that_varies_per_image_epoch_and_proce
 def test_batch_augment_geometry_is_mild_and_never_mirrors():
     augment = BatchAugment(CONFIG, seed=0)
     augment.set_epoch(0)
-    matrices = augment.affine_matrices(2000, torch.device("cpu"))
+    matrices = augment.affine_matrices(4000, torch.device("cpu"))
     linear = matrices[:, :, :2]
     area = torch.linalg.det(linear)
     assert (area > 0).all()  # no reflection: the heart stays on the left
-    assert area.min() >= 0.7 - 1e-6 and area.max() <= 1.0 + 1e-6  # the crop keeps 70-100% of the image
+    cropped, padded = area <= 1.0 + 1e-6, area > 1.0 + 1e-6
+    assert area[cropped].min() >= 0.7 - 1e-6  # a crop keeps 70-100% of the image
+    assert 0.15 < padded.float().mean() < 0.3  # about a quarter zoom out onto black (letterbox or padding)
+    assert area.max() <= 16 / 9 + 1e-4  # at most a 16:9 letterbox, or 1.3x padding on both sides
     angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0]))
     assert angle.abs().max() <= 10 + 1e-4 and angle.abs().max() > 8  # rotations up to 10 degrees are drawn
     assert matrices[:, :, 2].abs().max() <= 1.0  # the crop's centre stays inside the image
+
+
+def test_batch_augment_trains_at_a_smaller_size_for_progressive_resizing():
+    pixels = _kermany_batch(4)
+    augment = BatchAugment(CONFIG, seed=0)
+    augment.set_epoch(0)
+    small = augment(pixels, output_size=32)
+    assert small.shape == (4, 3, 32, 32) and small.is_contiguous(memory_format=torch.channels_last)
+    assert small.std() > 0.2  # an image, not a flat field
 
 
 def test_cached_training_pixels_normalise_exactly_like_evaluation():
@@ -134,7 +148,7 @@ def test_test_time_views_of_normalised_input_equal_resampling_the_image_with_bla
     assert views.shape == (3 * (1 + len(DEFAULT_TTA_VIEWS)), 3, 64, 64)
     torch.testing.assert_close(views[:3], normalize(pixels, CONFIG))  # the image as is comes first
     for i, view in enumerate(DEFAULT_TTA_VIEWS, 1):
-        expected = normalize(resample(pixels, view_matrix(view["zoom"], view["degrees"]).expand(3, 2, 3)), CONFIG)
+        expected = normalize(warp(pixels.float() / 255, view_matrix(view["zoom"], view["degrees"]).expand(3, 2, 3)), CONFIG)
         torch.testing.assert_close(views[3 * i:3 * (i + 1)], expected, atol=1e-5, rtol=0)
     rotated = views[3 * 2]  # rotation by -5 degrees leaves black corners
     black = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8), CONFIG)
