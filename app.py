@@ -5,7 +5,9 @@
     python app.py --model USER/NAME --port 8080     # a Hub model
 
 Environment variables (for Spaces): PNEUMONIA_MODEL, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
-A research aid, not a diagnosis. Uploaded files are deleted as soon as they are read.
+A research aid, not a diagnosis. Uploads, heatmaps and result tables live in Gradio's cache and
+are deleted `--cache-minutes` after they were made, and all of them when the server stops
+(SIGTERM or SIGINT).
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ import contextlib
 import csv
 import io
 import os
+import signal
 import sys
-import tempfile
+import threading
+import uuid
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -29,19 +33,24 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from modeling import ImageLoadError, ModelLoadError, PneumoniaClassifier, read_image, to_rgb  # noqa: E402
-from modeling.explain import grad_cam, overlay, preview  # noqa: E402
-from modeling.inference import Predictor  # noqa: E402
+from modeling import ImageLoadError, ModelLoadError, Predictor, read_image, to_rgb  # noqa: E402
+from modeling.explain import overlay, preview  # noqa: E402
+from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
 EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
-EXAMPLE_NAMES = {path.name for path in EXAMPLES}
+DEFAULT_CACHE_MINUTES = 10.0
+LARGE_IMAGE_BYTES = 20_000_000  # uploads above this are decoded one at a time (bounded memory)
 DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
               "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
-NOT_AN_XRAY = ("### This does not look like a chest X-ray\n"
-               "The model was trained on frontal chest X-rays of children only, and this image is far from "
-               "them, so no pneumonia assessment is given.")
+NOT_AN_XRAY_TEXT = ("### This does not look like a chest X-ray\n"
+                    "The model was trained on frontal chest X-rays of children only, and this image is far from "
+                    "any X-ray it has seen, so no pneumonia assessment is given.")
+UNLIKE_TRAINING_TEXT = ("**This is unlike the X-rays the model was trained on** (children aged one to five from one "
+                        "hospital): an adult's X-ray, another kind of view or another hospital's equipment, say. "
+                        "The result below is shown, but it may well be wrong.")
+BATCH_HEADERS = ["rank", "file", "p_pneumonia", "result", "upload_order"]
 
 
 def decision_text(p_positive: float, threshold: float) -> str:
@@ -53,7 +62,7 @@ def decision_text(p_positive: float, threshold: float) -> str:
 
 
 def operating_point_text(config, threshold: float) -> str:
-    """What the threshold meant on validation (the curve stored in config.json by train.py)."""
+    """What the threshold meant on validation (the curve stored in config.json by modeling.finalize)."""
     curve = config.validation.get("curve")
     if not curve:
         return "This model carries no validation results for its thresholds."
@@ -68,91 +77,126 @@ def operating_point_text(config, threshold: float) -> str:
             "Expect lower specificity on new data.")
 
 
-def _read_and_delete(path: str) -> Image.Image:
-    """Decode an upload, then delete it: uploads are not kept after the request (raises ImageLoadError)."""
-    try:
-        return read_image(path)
-    finally:
-        _delete_upload(path)
+class Uploads:
+    """Reads the files a request names, from Gradio's cache, without ever deleting them (Gradio's
+    `delete_cache` does, on its schedule and at shutdown), and only files this server was sent:
+    an upload or an example. Messages name a file by its original name, never by its path."""
 
+    def __init__(self, demo: gr.Blocks, cache_minutes: float):
+        self.demo = demo
+        self.cache_minutes = cache_minutes
+        self.large = threading.Semaphore(1)
 
-def _delete_upload(path: str) -> None:
-    if Path(path).name in EXAMPLE_NAMES:
-        return  # the bundled examples are public files that gradio keeps for the next click
-    with contextlib.suppress(OSError):
-        os.remove(path)
-        os.rmdir(os.path.dirname(path))
+    def _known(self, path: str) -> bool:
+        kept = set().union(*(getattr(block, "keep_in_cache", set()) for block in self.demo.blocks.values()))
+        return path in self.demo.upload_file_set or path in kept
 
-
-def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
-    """The demo's UI and API. `compile`: torch.compile the model, compiling once for a single image now."""
-    predictor = Predictor(model, compile=compile)
-    if compile or model.config.precision == "int8":  # compile for one image now, not at the first request
-        predictor.analyse([Image.new("L", (model.config.image_size,) * 2, 128)])
-    config = model.config
-    labels = list(config.label_names)
-
-    def predict(file: str | None, threshold: float = config.threshold, heatmap: bool = True):
-        if not file:
-            raise gr.Error("Please upload a chest X-ray image first.")
+    def read(self, path: str) -> Image.Image:
+        """The decoded image (raises ImageLoadError with a sentence a user can act on)."""
+        name = Path(path).name
         try:
-            image = _read_and_delete(file)
+            size = os.path.getsize(path)
+        except OSError:
+            raise ImageLoadError(f"{name} is no longer on the server (uploads are kept for {self.cache_minutes:g} "
+                                 "minutes); please upload it again.") from None
+        if not self._known(path):
+            raise ImageLoadError(f"{name} was not uploaded to this demo; please upload the image.")
+        try:  # large images one at a time: each is reduced while decoding, but its file is read whole
+            with self.large if size > LARGE_IMAGE_BYTES else contextlib.nullcontext():
+                return read_image(path)
         except ImageLoadError as error:
-            raise gr.Error(str(error)) from None
-        try:
-            all_probs, in_distribution = predictor.analyse([image])
-            probs, looks_like_xray = all_probs[0], bool(in_distribution[0])
-            if heatmap and looks_like_xray:
-                cam = grad_cam(model, predictor.tensor(image), config.positive_index)[0]
-                shown = overlay(to_rgb(image), cam)
-            else:  # nothing to encode and send back; the browser already shows the upload (show_upload)
-                shown = None
-        except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
-            raise gr.Error("The image could not be analysed; please try another file.") from None
-        if not looks_like_xray:
-            return None, NOT_AN_XRAY, shown
-        confidences = {name: float(p) for name, p in zip(labels, probs)}
-        text = decision_text(confidences[config.positive_label], threshold)
-        if "note" in image.info:
-            text += f"\n\n*Note: {image.info['note']}*"
-        return confidences, text, shown
+            raise ImageLoadError(f"{name}: {error}") from None
 
-    def show_upload(file: str | None):
-        """The browser's preview of an upload (the analysis reads, then deletes, the file itself)."""
-        try:
-            return preview(to_rgb(read_image(file))) if file else None
-        except ImageLoadError:
-            return None
 
-    def predict_batch(files: list[str] | None, threshold: float = config.threshold, progress=gr.Progress()):
-        if not files:
-            raise gr.Error("Please upload one or more images.")
-        rows, readable, images = [], [], []
-        for path in progress.tqdm(files, desc="Reading images"):
-            name = Path(path).name
+def _clean_temp_folder(folder: Path) -> None:
+    """Remove the empty folders Gradio leaves in its cache once their files are deleted."""
+    for directory in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only empty ones
+
+
+def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTES) -> gr.Blocks:
+    """The demo's UI and API around a `Predictor` (compiled already if it is to be)."""
+    if predictor.precision == "int8":  # compile for one image now, not at the first request
+        predictor.analyse([Image.new("L", (predictor.config.image_size,) * 2, 128)])
+    config = predictor.config
+    labels = list(config.label_names)
+    lifetime = max(1, round(cache_minutes * 60))
+
+    with gr.Blocks(title="Pneumonia X-ray triage", analytics_enabled=False,
+                   delete_cache=(max(1, min(60, lifetime // 2)), lifetime)) as demo:
+        uploads = Uploads(demo, cache_minutes)
+
+        def predict(file: str | None, threshold: float = config.threshold, heatmap: bool = True):
+            if not file:
+                raise gr.Error("Please upload a chest X-ray image first.")
             try:
-                images.append(_read_and_delete(path))
-                readable.append(len(rows))
-                rows.append([name, None, None])
+                image = uploads.read(file)
             except ImageLoadError as error:
-                rows.append([name, None, f"not analysed: {error}"])
-        progress(0.5, desc=f"Analysing {len(images)} images")
-        if images:
-            probs, in_distribution = predictor.analyse(images)
-            for row_index, p, looks_like_xray in zip(readable, probs[:, config.positive_index], in_distribution):
-                if not looks_like_xray:
-                    rows[row_index][2] = "does not look like a chest X-ray: no assessment"
-                    continue
-                rows[row_index][1] = round(float(p), 4)
-                rows[row_index][2] = "pneumonia suspected" if p >= threshold else "no pneumonia detected"
-        csv_path = Path(tempfile.mkdtemp(prefix="pneumonia-batch-")) / "pneumonia_results.csv"
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["file", "p_pneumonia", "result"])
-            writer.writerows(rows)
-        return rows, str(csv_path)
+                raise gr.Error(str(error)) from None
+            try:
+                analysis = predictor.analyse([image])
+                probs, verdict = analysis.probabilities[0], analysis.verdicts[0]
+                shown = None  # nothing to encode and send back; the browser already shows the upload
+                if heatmap and verdict != NOT_AN_XRAY:
+                    shown = overlay(to_rgb(image), predictor.grad_cam(image))
+            except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
+                raise gr.Error("The image could not be analysed; please try another file.") from None
+            if verdict == NOT_AN_XRAY:
+                return None, NOT_AN_XRAY_TEXT, None
+            confidences = {name: float(p) for name, p in zip(labels, probs)}
+            text = decision_text(confidences[config.positive_label], threshold)
+            if verdict != IN_DISTRIBUTION:
+                text += "\n\n" + UNLIKE_TRAINING_TEXT
+            if "note" in image.info:
+                text += f"\n\n*Note: {image.info['note']}*"
+            return confidences, text, shown
 
-    with gr.Blocks(title="Pneumonia X-ray triage", analytics_enabled=False, delete_cache=(60, 120)) as demo:
+        def show_upload(file: str | None):
+            """The browser's preview of an upload."""
+            try:
+                return preview(to_rgb(uploads.read(file))) if file else None
+            except ImageLoadError:
+                return None
+
+        def predict_batch(files: list[str] | None, threshold: float = config.threshold, progress=gr.Progress()):
+            """A reading worklist: highest P(pneumonia) first; unlike-training, not-an-X-ray and unreadable
+            files after them; the CSV in the same order, with the upload order kept."""
+            if not files:
+                raise gr.Error("Please upload one or more images.")
+            assessed, flagged, unreadable, images, positions = [], [], [], [], []
+            for order, path in enumerate(progress.tqdm(files, desc="Reading images"), 1):
+                try:
+                    images.append(uploads.read(path))
+                    positions.append(order)
+                except ImageLoadError as error:
+                    unreadable.append([Path(path).name, None, f"not analysed: {error}", order])
+            progress(0.5, desc=f"Analysing {len(images)} images")
+            analysis = predictor.analyse(images)
+            for order, p, verdict in zip(positions, analysis.probabilities[:, config.positive_index],
+                                         analysis.verdicts):
+                name = Path(files[order - 1]).name
+                if verdict == NOT_AN_XRAY:
+                    flagged.append([name, None, "does not look like a chest X-ray: no assessment", order])
+                    continue
+                result = "pneumonia suspected" if p >= threshold else "no pneumonia detected"
+                row = [name, round(float(p), 4), result, order]
+                if verdict == IN_DISTRIBUTION:
+                    assessed.append(row)
+                else:
+                    row[2] += " (unlike the training X-rays: may be wrong)"
+                    flagged.append(row)
+            assessed.sort(key=lambda row: -row[1])
+            flagged.sort(key=lambda row: (row[1] is None, -(row[1] or 0)))
+            rows = [[rank, *row] for rank, row in enumerate(assessed + flagged + unreadable, 1)]
+            csv_path = Path(demo.GRADIO_CACHE) / f"batch-{uuid.uuid4().hex}" / "pneumonia_results.csv"
+            csv_path.parent.mkdir(parents=True)  # inside Gradio's cache: served from there, deleted with it
+            with open(csv_path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(BATCH_HEADERS)
+                writer.writerows(rows)
+            return rows, str(csv_path)
+
         gr.Markdown("# Pneumonia detection from chest X-rays\n" + DISCLAIMER)
         with gr.Tab("Single image"):
             with gr.Row():
@@ -179,8 +223,9 @@ def build_demo(model: PneumoniaClassifier, compile: bool = False) -> gr.Blocks:
             files_in = gr.File(label="Many X-rays", file_count="multiple", type="filepath")
             batch_threshold = gr.Slider(0.0, 1.0, value=round(config.threshold, 3), step=0.005, label="Decision threshold")
             run_batch = gr.Button("Analyse all", variant="primary")
-            table = gr.Dataframe(headers=["file", "p_pneumonia", "result"], label="Results", interactive=False)
-            csv_out = gr.File(label="Download results (CSV)")
+            table = gr.Dataframe(headers=BATCH_HEADERS, label="Reading worklist: highest P(pneumonia) first",
+                                 interactive=False)
+            csv_out = gr.File(label="Download the worklist (CSV)")
         run.click(predict, [file_in, threshold, heatmap], [probabilities, decision, image_out], api_name="predict")
         file_in.change(show_upload, file_in, upload_preview, api_visibility="private", show_progress="hidden")
         threshold.change(lambda t: operating_point_text(config, t), threshold, threshold_info,
@@ -205,12 +250,20 @@ def serve(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
               "or publish it as a Space (python -m modeling.hub push-space).", flush=True)
 
 
+def stop(demo: gr.Blocks) -> None:
+    """Stop serving: Gradio deletes every file this server put in its cache, then the empty folders go."""
+    demo.close()
+    _clean_temp_folder(Path(demo.GRADIO_CACHE))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or Hugging Face Hub id")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also create a temporary public link")
+    p.add_argument("--cache-minutes", type=float, default=DEFAULT_CACHE_MINUTES,
+                   help="how long uploads, heatmaps and result tables stay on the server")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile a bf16 or fp32 model: faster answers after about a minute of compiling at "
                         "start (an int8 model, like the bundled one, is always compiled, in seconds)")
@@ -220,12 +273,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     try:
-        model = PneumoniaClassifier.from_pretrained(args.model)
+        predictor = Predictor.from_pretrained(args.model, compile=args.compile)
     except ModelLoadError as error:
         sys.exit(str(error))
-    demo = build_demo(model, compile=args.compile)
+    demo = build_demo(predictor, cache_minutes=args.cache_minutes)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # how Spaces and containers stop a server, and Ctrl-C
+        signal.signal(signum, lambda *_: stopping.set())
     serve(demo, args.host, args.port, args.share)
-    demo.block_thread()
+    stopping.wait()
+    print("Stopping: deleting this server's uploads, heatmaps and result tables.", flush=True)
+    stop(demo)
 
 
 if __name__ == "__main__":

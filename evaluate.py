@@ -18,17 +18,19 @@ from modeling.runtime import use_tcmalloc
 if __name__ == "__main__":
     use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
 
+import numpy as np
 import torch
+from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from modeling.calibration import expected_calibration_error, positive_probs
-from modeling.config import write_json_atomic
+from modeling.calibration import expected_calibration_error
 from modeling.data import DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
-from modeling.inference import Predictor, inference_accelerator, predict_loader
+from modeling.files import ModelLoadError, write_json_atomic
+from modeling.inference import Predictor
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
-from modeling.model import ModelLoadError, PneumoniaClassifier
+from modeling.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
 from modeling.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
-from modeling.preprocessing import ImageLoadError, eval_transform, read_image
+from modeling.preprocessing import ImageLoadError, read_image
 from modeling.robustness import PERTURBATIONS
 
 
@@ -51,13 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
+    # the accelerator places processes (accelerate launch evaluate.py ...); the Predictor runs config.json's
+    # precision and views, so the numbers are the ones the demo gives
+    accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     try:
-        model = PneumoniaClassifier.from_pretrained(args.model, revision=args.revision)
+        predictor = Predictor.from_pretrained(args.model, revision=args.revision, device=accelerator.device)
     except ModelLoadError as error:
         sys.exit(str(error))
-    config = model.config
-    model = model.to(memory_format=torch.channels_last)
-    accelerator = inference_accelerator(model)  # config.json's precision: the same numbers the demo gives
+    config = predictor.config
 
     try:
         splits = load_data(args.data)
@@ -69,14 +72,12 @@ def evaluate(args: argparse.Namespace) -> dict:
                                     data_dir=args.data if os.path.isdir(args.data) else None)
     print(report.summary())
     to_model = label_mapping(label_names(split), config.label_names)
-    loader = DataLoader(attach_transform(split, eval_transform(config), to_model), batch_size=args.batch_size,
-                        num_workers=args.workers)
-    network = model
-    model, loader = accelerator.prepare(model, loader)
-    classes, logits, loss, features = predict_loader(model, loader, accelerator, desc=f"evaluating {args.split}",
-                                                     with_features=True)
+    loader = accelerator.prepare(DataLoader(attach_transform(split, predictor.transform, to_model),
+                                            batch_size=args.batch_size, num_workers=args.workers))
+    classes, logits, loss, features = predictor.predict_loader(loader, accelerator, desc=f"evaluating {args.split}",
+                                                               with_features=True)
     labels = (classes == config.positive_index).astype(int)
-    probs = positive_probs(logits, config.temperature, config.positive_index)
+    probs = predictor.probabilities_from_logits(logits)[:, config.positive_index]
 
     metrics = binary_metrics(labels, probs, config.threshold)
     metrics.update(loss=loss, model=str(args.model), data=str(args.data), split=args.split,
@@ -87,10 +88,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     at_half = binary_metrics(labels, probs, 0.5)
     metrics["at_0.5"] = {**at_half, "ci95": bootstrap_ci(labels, probs, 0.5, n_boot=args.bootstrap)}
 
-    if network.ood is not None:
-        metrics["ood"] = ood_report(network, features, args.ood_images, args.other_xrays)
+    metrics["precision_deployed"] = predictor.precision
+    metrics["views"] = 1 + len(config.tta_views)
+    if predictor.ood is not None:
+        metrics["ood"] = ood_report(predictor, features, args.ood_images, args.other_xrays)
     if args.robustness:
-        metrics["robustness"] = robustness_report(model, split, to_model, config, accelerator, args)
+        metrics["robustness"] = robustness_report(predictor, split, to_model, accelerator, args)
+    if not accelerator.is_main_process:
+        return metrics
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,46 +134,55 @@ def _folder_images(folder: Path) -> tuple[list[str], list, list[str]]:
     return names, images, refused
 
 
-def ood_report(model, test_features, ood_folders: list[Path], other_xray_folders: list[Path]) -> dict:
-    """How often test X-rays are wrongly flagged, and how often non-X-rays are caught."""
-    flagged = model.ood.is_outlier(test_features)
-    report = {"threshold": model.ood.threshold, "test_xrays": len(flagged),
-              "test_xrays_flagged": int(flagged.sum()), "test_xrays_flagged_rate": float(flagged.mean())}
-    predictor = Predictor(model)
+def ood_report(predictor: Predictor, test_features: np.ndarray, ood_folders: list[Path],
+               other_xray_folders: list[Path]) -> dict:
+    """How often test X-rays are flagged, and what the gate says of non-X-rays and of other chest X-rays."""
+    verdicts = predictor.verdicts(test_features)
+    flagged = verdicts != VERDICTS[0]
+    report = {"settings": {k: v for k, v in predictor.config.ood.items() if k != "fitted_for"},
+              "test_xrays": len(flagged), "test_xrays_flagged": int(flagged.sum()),
+              "test_xrays_flagged_rate": float(flagged.mean()),
+              "test_xrays_verdicts": {v: int((verdicts == v).sum()) for v in VERDICTS}}
     for key, folders in (("non_xray", ood_folders), ("other_xrays", other_xray_folders)):
         for folder in folders:
             names, images, refused = _folder_images(folder)
-            in_distribution = predictor.analyse(images)[1]
-            caught = [name for name, ok in zip(names, in_distribution) if not ok]
+            folder_verdicts = predictor.analyse(images).verdicts if images else np.zeros(0, dtype=object)
             total = len(names) + len(refused)
+            counts = {v: int((folder_verdicts == v).sum()) for v in VERDICTS}
+            # a non-X-ray is caught when refused or called "not a chest X-ray"; another X-ray is flagged either way
+            caught = len(refused) + counts[NOT_AN_XRAY] + (counts[UNLIKE_TRAINING] if key == "other_xrays" else 0)
             report.setdefault(key, []).append({
-                "folder": str(folder), "images": total, "refused_by_reader": refused, "flagged_by_detector": len(caught),
-                "flagged": len(caught) + len(refused), "flagged_rate": (len(caught) + len(refused)) / max(1, total),
-                "not_flagged": sorted(set(names) - set(caught))})
+                "folder": str(folder), "images": total, "refused_by_reader": refused, "verdicts": counts,
+                "flagged": caught, "flagged_rate": caught / max(1, total),
+                "verdict_of": {name: str(v) for name, v in zip(names, folder_verdicts)}})
     return report
 
 
 def format_ood(report: dict) -> str:
-    lines = [f"out-of-distribution threshold {report['threshold']:.3f}: test X-rays flagged "
-             f"{report['test_xrays_flagged']}/{report['test_xrays']} ({report['test_xrays_flagged_rate']:.1%})"]
-    for key, label in (("non_xray", "non-X-ray images caught"), ("other_xrays", "other chest X-rays flagged")):
+    counts = report["test_xrays_verdicts"]
+    lines = [f"test X-rays flagged {report['test_xrays_flagged']}/{report['test_xrays']} "
+             f"({report['test_xrays_flagged_rate']:.1%}): {counts}"]
+    for key, label in (("non_xray", "non-X-ray images caught (refused or 'not a chest X-ray')"),
+                       ("other_xrays", "other chest X-rays flagged")):
         for entry in report.get(key, []):
             lines.append(f"{label}: {entry['flagged']}/{entry['images']} ({entry['flagged_rate']:.1%}; "
-                         f"{len(entry['refused_by_reader'])} refused by the reader) in {entry['folder']}")
+                         f"{len(entry['refused_by_reader'])} refused by the reader; verdicts {entry['verdicts']}) "
+                         f"in {entry['folder']}")
     return "\n".join(lines)
 
 
-def robustness_report(model, split, to_model, config, accelerator, args) -> dict:
+def robustness_report(predictor: Predictor, split, to_model, accelerator, args) -> dict:
     """Test metrics at the operating threshold under each perturbation in `modeling.robustness`."""
     report = {}
-    base = eval_transform(config)
+    config = predictor.config
     for name, perturb in PERTURBATIONS.items():
         loader = accelerator.prepare(DataLoader(
-            attach_transform(split, lambda image, perturb=perturb: base(perturb(image)), to_model),
+            attach_transform(split, lambda image, perturb=perturb: predictor.transform(perturb(image)), to_model),
             batch_size=args.batch_size, num_workers=args.workers))
-        classes, logits, _ = predict_loader(model, loader, accelerator, desc=name)
+        classes, logits, _ = predictor.predict_loader(loader, accelerator, desc=name)
         result = binary_metrics((classes == config.positive_index).astype(int),
-                                positive_probs(logits, config.temperature, config.positive_index), config.threshold)
+                                predictor.probabilities_from_logits(logits)[:, config.positive_index],
+                                config.threshold)
         report[name] = {k: result[k] for k in ("accuracy", "recall", "specificity", "roc_auc")}
     return report
 

@@ -1,16 +1,20 @@
-"""Train a pneumonia classifier on chest X-rays.
+"""Train a pneumonia classifier on chest X-rays, then finalize the run into a deployable model folder.
 
     python train.py --data ../shared/data/chest_xray --output-dir runs/resnet50 --no-pretrained
     accelerate launch --multi_gpu --num_processes 8 train.py --data ... --output-dir ...  # many GPUs
     torchrun --nproc_per_node 2 train.py --data ... --output-dir ...                     # many CPU processes
 
-The output folder is a loadable model folder (model.safetensors + config.json of the best
-epoch, with the decision threshold chosen on validation), plus training_log.json, data_report.json,
-split.json and checkpoints/ for --resume.
+The output folder holds the best epoch's model.safetensors and config.json, finalized by
+`modeling.finalize` (temperature, threshold, out-of-distribution detector and, on a CPU, int8
+calibration, all fitted on validation for the deployed precision and views; --finalize-* options),
+plus training_log.json (the training history), data_report.json, split.json and checkpoints/ for
+--resume. Batch size and learning rate default to what fills the device: 32 images per step at
+1e-3 on a CPU, 256 per GPU on a GPU, the learning rate scaled by sqrt(total batch / 32).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -21,7 +25,6 @@ from modeling.runtime import tcmalloc_active, use_tcmalloc
 if __name__ == "__main__":
     use_tcmalloc()  # before torch is imported, so that re-executing under tcmalloc costs no second import
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -31,14 +34,16 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from modeling.augment import BatchAugment
-from modeling.calibration import fit_temperature, positive_probs, set_operating_point
+from modeling.calibration import fit_temperature, log_loss, positive_probs
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
-from modeling.config import ModelConfig, write_json_atomic
+from modeling.config import ModelConfig
 from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
                            label_mapping, label_names, load_data, make_train_val)
-from modeling.inference import predict_loader
+from modeling.files import ModelLoadError, write_json_atomic
+from modeling.finalize import add_arguments as add_finalize_arguments, finalize
+from modeling.inference import Predictor
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
-from modeling.model import ModelLoadError, PneumoniaClassifier
+from modeling.model import PneumoniaClassifier
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,8 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="progressive resizing: training sizes and their epoch counts, e.g. 128:30,176:10,224:8 "
                         "(the counts add up to --epochs; default: --image-size throughout); validation is always "
                         "at --image-size")
-    p.add_argument("--batch-size", type=int, default=32, help="per process")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="per process (default: 256 on a GPU, 32 on a CPU)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak AdamW learning rate (default: 1e-3 x sqrt(batch size x processes / 32))")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -63,8 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also keep an exponential moving average of the weights (0: off); validation picks either")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--split-file", help="reuse the validation split saved by an earlier run (split.json)")
-    p.add_argument("--target-sensitivity", type=float, default=0.95,
-                   help="the decision threshold is the highest reaching this sensitivity on validation")
     p.add_argument("--select-metric", default="roc_auc", choices=["roc_auc", "loss", "calibrated_loss"],
                    help="validation criterion that picks the best epoch (calibrated_loss: log-loss after a "
                         "temperature fitted on the same validation logits)")
@@ -73,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     p.add_argument("--keep-checkpoints", type=int, default=2)
+    p.add_argument("--no-finalize", action="store_true", help="stop after training (finalize later with modeling.finalize)")
+    finalize_options = p.add_argument_group("finalize", "how the run is finalized at the end (modeling.finalize)")
+    add_finalize_arguments(finalize_options, prefix="finalize-")
     return p.parse_args(argv)
 
 
@@ -103,6 +111,12 @@ def main(args: argparse.Namespace) -> None:
     # cpu=True when there is no GPU, so that torchrun's processes join a gloo process group
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.accelerator.is_available())
     log = accelerator.print
+    if args.batch_size is None:
+        args.batch_size = 32 if accelerator.device.type == "cpu" else 256
+    if args.lr is None:
+        args.lr = 1e-3 * math.sqrt(args.batch_size * accelerator.num_processes / 32)
+    log(f"{accelerator.num_processes} process(es) on {accelerator.device.type}, {args.batch_size} images per step "
+        f"each, learning rate {args.lr:.2e}")
     set_seed(args.seed)
     sizes = training_sizes(args)
     out = Path(args.output_dir)
@@ -146,7 +160,7 @@ def main(args: argparse.Namespace) -> None:
                                                   config.image_size) for split in (train_set, val_set))
     sampler = BalancedSampler(train_labels, seed=args.seed)
     train_loader = DataLoader(train_images, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=first)
-    val_loader = DataLoader(val_images, batch_size=64, collate_fn=first)
+    val_loader = DataLoader(val_images, batch_size=min(64, args.batch_size), collate_fn=first)
     augment = BatchAugment(config, seed=args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -162,9 +176,10 @@ def main(args: argparse.Namespace) -> None:
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     candidates = {"weights": model} | ({"ema": ema.module} if ema is not None else {})
+    validation_precision = {"bf16": "bfloat16", "fp16": "float16"}.get(accelerator.mixed_precision, "float32")
 
     # --- resume
-    state = {"epoch": -1, "best_score": None, "best_epoch": None, "history": [], "best_validation": None}
+    state = {"epoch": -1, "best_score": None, "best_epoch": None, "history": []}
     checkpoint = latest_checkpoint(ckpt_root) if args.resume else None
     if checkpoint:
         state = load_checkpoint(accelerator, checkpoint)
@@ -198,28 +213,30 @@ def main(args: argparse.Namespace) -> None:
         train_time = time.time() - started
 
         for name, network in candidates.items():  # the trained weights, and their moving average
-            labels, logits, val_loss = predict_loader(network, val_loader, accelerator, desc=f"validation ({name})")
+            predictor = Predictor(accelerator.unwrap_model(network), device=accelerator.device,
+                                  precision=validation_precision)
+            labels, logits, val_loss = predictor.predict_loader(val_loader, accelerator, desc=f"validation ({name})")
             positive = labels == config.positive_index
             val = binary_metrics(positive, positive_probs(logits, 1.0, config.positive_index), 0.5)
             temperature = fit_temperature(logits, labels)
             calibrated = positive_probs(logits, temperature, config.positive_index)
-            calibrated_loss = -np.mean(np.log(np.where(positive, calibrated, 1 - calibrated).clip(1e-12)))
+            calibrated_loss = log_loss(positive, calibrated)
             record = {"epoch": epoch + 1, "weights": name, "train_size": sizes[epoch],
                       "train_loss": loss_sum / max(1, len(train_loader)),
                       "train_images_per_s": len(train_loader) * images_per_step / train_time,
                       "train_seconds": train_time, "lr_end": optimizer.param_groups[0]["lr"],
-                      "val_loss": val_loss, "val_calibrated_loss": float(calibrated_loss), "val_temperature": temperature,
+                      "val_loss": val_loss, "val_calibrated_loss": calibrated_loss, "val_temperature": temperature,
                       "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
                       "val_specificity": val["specificity"], "val_accuracy": val["accuracy"],
                       # operating-point stability: where the target-sensitivity rule would put the threshold now
-                      "val_threshold_at_target": threshold_for_sensitivity(positive, calibrated, args.target_sensitivity)}
+                      "val_threshold_at_target": threshold_for_sensitivity(positive, calibrated,
+                                                                           args.finalize_target_sensitivity)}
             state["history"].append(record)
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
             score = {"roc_auc": val["roc_auc"], "loss": -val_loss, "calibrated_loss": -calibrated_loss}[args.select_metric]
             if state["best_score"] is None or score > state["best_score"]:
-                state.update(best_score=score, best_epoch=epoch + 1, best_weights=name,
-                             best_validation={"labels": labels.tolist(), "logits": logits.tolist()})
+                state.update(best_score=score, best_epoch=epoch + 1, best_weights=name)
                 if accelerator.is_main_process:
                     accelerator.unwrap_model(network).save_model_files(out)
                 log(f"new best: epoch {epoch + 1}, {name} (validation {args.select_metric})")
@@ -227,24 +244,24 @@ def main(args: argparse.Namespace) -> None:
         state["args"] = vars(args)
         save_checkpoint(accelerator, ckpt_root, epoch, state, keep=args.keep_checkpoints)
 
-    # --- calibration (temperature) and the operating threshold, fitted on validation for the target sensitivity
+    # --- the training history, then the deployable folder (fitted on validation by modeling.finalize)
     if accelerator.is_main_process:
-        best = state["best_validation"]
-        at_threshold = set_operating_point(config, np.asarray(best["logits"]), np.asarray(best["labels"]),
-                                           args.target_sensitivity, best_epoch=state["best_epoch"])
-        config.save(out / "config.json")
         write_json_atomic(out / "training_log.json", {"command": " ".join(["python", *sys.argv]),
                                                       "args": vars(args), "history": state["history"],
                                                       "best_epoch": state["best_epoch"],
                                                       "best_weights": state.get("best_weights", "weights"),
-                                                      "threshold": config.threshold,
-                                                      "temperature": config.temperature,
-                                                      "validation_at_threshold": at_threshold,
                                                       "num_processes": accelerator.num_processes,
                                                       "tcmalloc": tcmalloc_active()})
-        log(f"best epoch {state['best_epoch']}; temperature {config.temperature:.3f}; threshold {config.threshold:.4f} "
-            f"gives validation sensitivity {at_threshold['recall']:.4f}, specificity {at_threshold['specificity']:.4f}; "
-            f"model saved to {out}")
+        log(f"best epoch {state['best_epoch']} ({state.get('best_weights', 'weights')}); model saved to {out}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and not args.no_finalize:
+        try:
+            finalize(out, args.data, precision=args.finalize_precision, tta=args.finalize_tta,
+                     threshold_rule=args.finalize_threshold_rule, target_sensitivity=args.finalize_target_sensitivity,
+                     weights_dtype=args.finalize_weights_dtype, ood_quantile=args.finalize_ood_quantile,
+                     int8_images=args.finalize_int8_images, log=log)
+        except (ModelLoadError, DataLoadError) as error:
+            sys.exit(str(error))
     accelerator.end_training()
 
 

@@ -1,17 +1,27 @@
-"""Load test of the demo's /predict endpoint: N concurrent gradio_client clients, M requests each.
+"""Load test of the demo as a Space is used: many clients at once, a realistic mix of requests.
 
     python -m benchmarks.load_test [--model weights/pneumonia-resnet50] [--clients 16] [--requests 20]
+                                   [--output docs/load_test.json]
 
-Every answer is checked against the model's own probability for that image (no answer may be
-lost or wrong); throughput and p50/p95 latency are reported, never asserted.
+The demo runs as its own process (`python app.py`, with private Gradio and temp folders), so its
+peak memory can be read and it can be stopped with SIGTERM like a container. Each client sends
+`--requests` requests: a quarter ask for the Grad-CAM heatmap, every fifth is a batch of four
+images, and clients in pairs send the same images (the same upload at once). Every answer is
+checked against the model's own probability for that image; answered, lost (an error or no
+answer) and wrong answers, p50/p95 latency, throughput, the server's peak memory and the files
+it left on disk after SIGTERM are reported, never asserted.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,9 +31,9 @@ from gradio_client import Client, handle_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import app  # noqa: E402
-from modeling import PneumoniaClassifier, read_image  # noqa: E402
-from modeling.inference import Predictor  # noqa: E402
+from modeling import Predictor, read_image  # noqa: E402
+
+IMAGES = sorted((ROOT / "examples").glob("*.jpeg")) + sorted((ROOT / "tests" / "data" / "kermany" / "test").glob("*/*"))[:12]
 
 
 def free_port() -> int:
@@ -38,45 +48,78 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50_ms": 1000 * statistics.median(ordered), "p95_ms": 1000 * ordered[int(0.95 * (len(ordered) - 1))]}
 
 
-def run(model_id: str, clients: int, requests: int, heatmap: bool) -> dict:
-    model = PneumoniaClassifier.from_pretrained(model_id)
-    demo = app.build_demo(model)
-    predictor = Predictor(model)
-    images = sorted((ROOT / "examples").glob("*.jpeg"))
-    expected = {path.name: float(predictor.probabilities([read_image(path)])[0, model.config.positive_index])
-                for path in images}
+def _peak_memory_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(model_id: str, folder: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
     port = free_port()
-    app.serve(demo, "127.0.0.1", port)
-    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "TMPDIR": str(folder / "tmp")}
+    for name in ("gradio", "tmp"):
+        (folder / name).mkdir()
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model_id, "--port", str(port)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("Demo running at"):
+        raise RuntimeError(f"the demo did not start: {line}{process.stderr.read()[-2000:]}")
+    return process, f"http://127.0.0.1:{port}/", env
 
-    def client_session(index: int) -> list[tuple[float, bool]]:
-        client = Client(url, verbose=False)
-        results = []
-        for r in range(requests):
-            path = images[(index + r) % len(images)]
-            started = time.perf_counter()
-            try:
-                answer = client.predict(handle_file(str(path)), heatmap=heatmap, api_name="/predict")
-                confidences = {c["label"]: c["confidence"] for c in answer[0]["confidences"]}
-                ok = abs(confidences[model.config.positive_label] - expected[path.name]) < 1e-5
-            except Exception:  # noqa: BLE001 - a failed request counts as lost
-                ok = False
-            results.append((time.perf_counter() - started, ok))
-        return results
 
-    try:
+def run(model_id: str, clients: int, requests: int) -> dict:
+    predictor = Predictor.from_pretrained(model_id)
+    positive = predictor.config.positive_label
+    expected = {path.name: float(p) for path, p in zip(
+        IMAGES, predictor.probabilities([read_image(path) for path in IMAGES], batch_size=1)[:, predictor.config.positive_index])}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        process, url, env = start_server(model_id, folder)
+
+        def client_session(index: int) -> list[dict]:
+            client = Client(url, verbose=False)
+            results = []
+            for r in range(requests):
+                kind = "batch" if r % 5 == 4 else ("heatmap" if r % 4 == index % 4 else "single")
+                first = (index // 2 + r) % len(IMAGES)  # clients 2k and 2k+1 send the same images
+                paths = [IMAGES[(first + k) % len(IMAGES)] for k in range(4 if kind == "batch" else 1)]
+                started = time.perf_counter()
+                try:
+                    if kind == "batch":
+                        table, _ = client.predict([handle_file(str(p)) for p in paths], api_name="/predict_batch")
+                        got = {row[1]: row[2] for row in table["data"]}
+                        ok = all(abs(got[p.name] - expected[p.name]) < 1e-4 for p in paths)
+                    else:
+                        answer = client.predict(handle_file(str(paths[0])), heatmap=kind == "heatmap",
+                                                api_name="/predict")
+                        confidences = {c["label"]: c["confidence"] for c in answer[0]["confidences"]}
+                        ok = abs(confidences[positive] - expected[paths[0].name]) < 1e-5
+                        ok = ok and (answer[2] is not None) == (kind == "heatmap")
+                    outcome = "answered" if ok else "wrong"
+                except Exception:  # noqa: BLE001 - an error or no answer counts as lost
+                    outcome = "lost"
+                results.append({"kind": kind, "outcome": outcome, "seconds": time.perf_counter() - started})
+            return results
+
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
-            sessions = list(pool.map(client_session, range(clients)))
+            results = [result for session in pool.map(client_session, range(clients)) for result in session]
         wall = time.perf_counter() - started
-    finally:
-        demo.close()
-    latencies = [latency for session in sessions for latency, _ in session]
-    correct = sum(ok for session in sessions for _, ok in session)
-    return {"clients": clients, "requests_per_client": requests, "heatmap": heatmap, "sent": clients * requests,
-            "answered_correctly": correct, "lost_or_wrong": clients * requests - correct,
+        crashed = process.poll() is not None
+        peak_mb = float("nan") if crashed else _peak_memory_mb(process.pid)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=120)
+        left = [str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir()]
+    latencies = [r["seconds"] for r in results]
+    count = {outcome: sum(r["outcome"] == outcome for r in results) for outcome in ("answered", "lost", "wrong")}
+    return {"clients": clients, "requests_per_client": requests, "sent": len(results),
+            "mix": {kind: sum(r["kind"] == kind for r in results) for kind in ("single", "heatmap", "batch")},
+            **count, "crashed": crashed, "exit_code_after_sigterm": process.returncode,
             "wall_s": round(wall, 2), "throughput_rps": round(len(latencies) / wall, 2),
-            **{name: round(ms, 1) for name, ms in percentiles(latencies).items()}}
+            **{name: round(ms, 1) for name, ms in percentiles(latencies).items()},
+            "server_peak_memory_mb": round(peak_mb, 1), "files_left_after_sigterm": left}
 
 
 def main() -> None:
@@ -84,14 +127,13 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "weights" / "pneumonia-resnet50"))
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--heatmap", action="store_true", help="ask for Grad-CAM too (slower)")
     parser.add_argument("--output", type=Path, help="also write the results as JSON (the README is rendered from it)")
     args = parser.parse_args()
-    result = run(args.model, args.clients, args.requests, args.heatmap)
+    result = run(args.model, args.clients, args.requests)
     print(json.dumps(result, indent=2))
     if args.output:
         args.output.write_text(json.dumps(result, indent=2) + "\n")
-    sys.exit(0 if result["lost_or_wrong"] == 0 else 1)
+    sys.exit(0 if result["lost"] == result["wrong"] == 0 and not result["crashed"] else 1)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ INFERENCE_VARIANTS = {
     "bf16": "+ bf16 autocast, channels_last",
     "tcmalloc": "+ tcmalloc",
     "compile": "+ torch.compile with freezing (`app.py --compile`, bf16 models)",
-    "int8": "int8 static quantization, compiled (modeling.quantize), tcmalloc",
+    "int8": "int8 static quantization, compiled (modeling.quantize, calibrated by modeling.finalize), tcmalloc",
     "app": "the bundled model as config.json asks (precision, test-time views), tcmalloc",
 }
 EXAMPLE = ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"
@@ -151,28 +151,35 @@ def measure_training(variant: str, model_id: str, data: str, batch_size: int, st
 def measure_inference(variant: str, model_id: str, batch_size: int, repeats: int) -> dict:
     import torch
 
-    from modeling import PneumoniaClassifier, read_image
-    from modeling.inference import Predictor
+    from modeling import Predictor, read_image
 
-    model = PneumoniaClassifier.from_pretrained(model_id)
-    if variant != "app":  # the network itself, one view per image; "app": config.json as it is (views, precision)
-        model.config.precision = {"baseline": "float32", "int8": "int8"}.get(variant, "bfloat16")
-        model.config.tta_views = []
-    predictor = Predictor(model, compile=variant == "compile")
-    image = read_image(EXAMPLE)
-    pixels = predictor.tensor(image).repeat(batch_size, 1, 1, 1)
+    deployed = Predictor.from_pretrained(model_id, device="cpu")
+    if variant == "app":  # config.json as it is (views, precision)
+        predictor = deployed
+    else:  # the network itself, one view per image
+        deployed.config.tta_views = []
+        precision = {"baseline": "float32", "int8": "int8"}.get(variant, "bfloat16")
+        calibration = deployed.forward.calibration if precision == "int8" else None
+        predictor = Predictor(deployed.model, int8_calibration=calibration, device="cpu", precision=precision,
+                              compile=variant == "compile")
+    pixels = predictor.tensor(read_image(EXAMPLE)).repeat(batch_size, 1, 1, 1)
     if variant == "baseline":
-        model = model.to(memory_format=torch.contiguous_format)
+        predictor.model.to(memory_format=torch.contiguous_format)
         pixels = pixels.contiguous()
+
+    def predict():
+        logits, features = predictor.logits_and_features(pixels)
+        return predictor.probabilities_from_logits(logits), predictor.verdicts(features)
+
     started = time.perf_counter()
     with torch.inference_mode():
-        model.predict(pixels, forward=predictor.forward)  # the first call compiles, where there is compiling
+        predict()  # the first call compiles, where there is compiling
     first_call_s = time.perf_counter() - started
     times = []
     with torch.inference_mode():
         for i in range(repeats + 2):
             started = time.perf_counter()
-            model.predict(pixels, forward=predictor.forward)
+            predict()
             if i >= 2:
                 times.append(time.perf_counter() - started)
     return {"ms": 1000 * statistics.median(times), "images_per_s": batch_size / statistics.median(times),

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402
 from benchmarks.load_test import free_port  # noqa: E402
-from modeling import PneumoniaClassifier  # noqa: E402
+from modeling import Predictor  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "weights" / "pneumonia-resnet50"))
     parser.add_argument("--image", default=str(ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"))
     args = parser.parse_args()
-    demo = app.build_demo(PneumoniaClassifier.from_pretrained(args.model))
+    demo = app.build_demo(Predictor.from_pretrained(args.model))
     port = free_port()
     app.serve(demo, "127.0.0.1", port)
     try:
@@ -42,7 +42,7 @@ def main() -> None:
             page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)
             browser.close()
     finally:
-        demo.close()
+        app.stop(demo)
     print(f"wrote {ROOT / 'docs' / 'screenshot.png'}")
 
 

@@ -1,7 +1,8 @@
 """Pneumonia detection from chest X-rays: a timm backbone with a two-class head.
 
-    from modeling import PneumoniaClassifier
-    model = PneumoniaClassifier.from_pretrained("weights/pneumonia-resnet50")
+    from modeling import Predictor, load_rgb
+    predictor = Predictor.from_pretrained("weights/pneumonia-resnet50")   # or a Hub id
+    analysis = predictor.analyse([load_rgb("xray.png")])
 
 Names are imported on first use, so that `modeling.runtime` can run before torch is loaded.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 _EXPORTS = {
     "ConfigError": ".config", "ModelConfig": ".config",
-    "ModelLoadError": ".model", "PneumoniaClassifier": ".model",
+    "ModelLoadError": ".files", "PneumoniaClassifier": ".model", "Predictor": ".inference",
     "ImageLoadError": ".preprocessing", "eval_transform": ".preprocessing", "load_rgb": ".preprocessing",
     "normalize": ".preprocessing", "read_image": ".preprocessing", "to_rgb": ".preprocessing",
 }

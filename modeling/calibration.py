@@ -1,31 +1,18 @@
-"""Calibration and the operating point, both fitted on validation only.
+"""Calibration and the operating point: the arithmetic that `modeling.finalize` fits on validation.
 
-Temperature scaling (Guo et al. 2017) makes the probabilities mean what they say; the decision
-threshold is then the highest one reaching the target sensitivity on validation.
-
-    python -m modeling.calibration MODEL_DIR --data DIR_OR_ID [--target-sensitivity 0.95]
-                                   [--tta default|none] [--precision bfloat16|float32|int8]
-
-re-fits both for a trained model folder from its saved validation split (split.json) and rewrites
-config.json; with --tta / --precision it first sets the test-time views and the inference
-precision, so that temperature and threshold are fitted for exactly what inference will run.
+Temperature scaling (Guo et al. 2017) makes the probabilities mean what they say. The decision
+threshold then comes from one of the rules in `THRESHOLD_RULES`; `compare_threshold_rules` shows
+how far each rule's threshold moves when validation is resampled (a rule that a handful of
+images can move will not hold on new data).
 """
 from __future__ import annotations
 
-from .runtime import use_tcmalloc
-
-if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
-
-import argparse  # noqa: E402
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from .config import ModelConfig
 from .metrics import binary_metrics, operating_curve, threshold_for_sensitivity
 
 
@@ -40,8 +27,18 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
+def calibrated_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T): the one place the temperature is applied (numpy; `Predictor` calls it too)."""
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
+
+
 def positive_probs(logits: np.ndarray, temperature: float, positive_index: int) -> np.ndarray:
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)[:, positive_index]
+    return calibrated_probs(logits, temperature)[:, positive_index]
+
+
+def log_loss(positive: np.ndarray, probs: np.ndarray) -> float:
+    positive = np.asarray(positive, dtype=bool)
+    return float(-np.mean(np.log(np.where(positive, probs, 1 - probs).clip(1e-12))))
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
@@ -56,59 +53,62 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     return float(error)
 
 
-def set_operating_point(config: ModelConfig, logits: np.ndarray, labels: np.ndarray, target_sensitivity: float,
-                        **extra: Any) -> dict[str, Any]:
-    """Fit temperature and threshold on validation logits (labels: model class indices); update `config`."""
-    config.temperature = fit_temperature(logits, labels)
-    positive = (np.asarray(labels) == config.positive_index).astype(int)
-    probs = positive_probs(logits, config.temperature, config.positive_index)
-    config.threshold = threshold_for_sensitivity(positive, probs, target_sensitivity)
-    at_threshold = binary_metrics(positive, probs, config.threshold)
-    config.validation = {
-        **extra, "target_sensitivity": target_sensitivity, "n": at_threshold["n"],
-        "roc_auc": at_threshold["roc_auc"], "sensitivity": at_threshold["recall"],
-        "specificity": at_threshold["specificity"], "temperature": config.temperature,
-        "ece_before": expected_calibration_error(positive, positive_probs(logits, 1.0, config.positive_index)),
+def youden_threshold(positive: np.ndarray, probs: np.ndarray, target_sensitivity: float) -> float:
+    """The threshold maximising sensitivity + specificity - 1 (Youden's J); ties go to the lowest."""
+    from sklearn.metrics import roc_curve
+    fpr, tpr, thresholds = roc_curve(positive, probs)
+    best = np.flatnonzero(np.isclose(tpr - fpr, (tpr - fpr).max()))[-1]
+    return float(min(thresholds[best], 1.0))
+
+
+# name -> (rule(positive, calibrated probs, target sensitivity) -> threshold, what it means)
+THRESHOLD_RULES: dict[str, tuple[Callable[[np.ndarray, np.ndarray, float], float], str]] = {
+    "sensitivity": (threshold_for_sensitivity,
+                    "the highest threshold that keeps the target sensitivity on validation"),
+    "youden": (youden_threshold, "the threshold maximising sensitivity + specificity - 1 on validation"),
+    "prior": (lambda positive, probs, target: 0.5,
+              "0.5: the balanced sampler trains for equal class priors, and temperature scaling keeps 0.5 in place"),
+}
+
+
+def compare_threshold_rules(positive: np.ndarray, probs: np.ndarray, target_sensitivity: float,
+                            n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Each rule's threshold on validation, and its spread over bootstrap resamples of validation."""
+    positive = np.asarray(positive).astype(int)
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(positive), len(positive)) for _ in range(n_boot)]
+    draws = [index for index in draws if 0 < positive[index].sum() < len(index)]
+    report = {}
+    for name, (rule, meaning) in THRESHOLD_RULES.items():
+        threshold = rule(positive, probs, target_sensitivity)
+        resampled = np.array([rule(positive[index], probs[index], target_sensitivity) for index in draws])
+        at = binary_metrics(positive, probs, threshold)
+        report[name] = {"meaning": meaning, "threshold": float(threshold),
+                        "bootstrap_p05": float(np.percentile(resampled, 5)),
+                        "bootstrap_p95": float(np.percentile(resampled, 95)),
+                        "bootstrap_std": float(resampled.std()),
+                        "sensitivity": at["recall"], "specificity": at["specificity"]}
+    return report
+
+
+def operating_point(logits: np.ndarray, labels: np.ndarray, positive_index: int, rule: str,
+                    target_sensitivity: float) -> dict[str, Any]:
+    """Temperature, threshold (by `rule`) and what they give on validation logits (labels: class indices)."""
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+    temperature = fit_temperature(logits, labels)
+    positive = (np.asarray(labels) == positive_index).astype(int)
+    probs = positive_probs(logits, temperature, positive_index)
+    threshold = THRESHOLD_RULES[rule][0](positive, probs, target_sensitivity)
+    at = binary_metrics(positive, probs, threshold)
+    return {
+        "temperature": temperature, "threshold": threshold, "threshold_rule": rule,
+        "target_sensitivity": target_sensitivity, "n": at["n"], "roc_auc": at["roc_auc"],
+        "sensitivity": at["recall"], "specificity": at["specificity"],
+        "log_loss_before": log_loss(positive, positive_probs(logits, 1.0, positive_index)),
+        "log_loss_after": log_loss(positive, probs),
+        "ece_before": expected_calibration_error(positive, positive_probs(logits, 1.0, positive_index)),
         "ece_after": expected_calibration_error(positive, probs),
+        "threshold_rules": compare_threshold_rules(positive, probs, target_sensitivity),
         "curve": operating_curve(positive, probs),
     }
-    return at_threshold
-
-
-def main(argv: list[str] | None = None) -> None:
-    import torch
-
-    from .views import DEFAULT_TTA_VIEWS
-    from .inference import predict_saved_split
-    from .model import PneumoniaClassifier
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--target-sensitivity", type=float)
-    parser.add_argument("--tta", choices=["keep", "default", "none"], default="keep",
-                        help="test-time views: keep config.json's, store the default views "
-                             f"({DEFAULT_TTA_VIEWS}), or none")
-    parser.add_argument("--precision", choices=["keep", "float32", "bfloat16", "int8"], default="keep",
-                        help="int8 needs the calibration `python -m modeling.quantize` writes")
-    args = parser.parse_args(argv)
-
-    model = PneumoniaClassifier.from_pretrained(args.model_dir).to(memory_format=torch.channels_last)
-    config = model.config
-    if args.tta != "keep":
-        config.tta_views = list(DEFAULT_TTA_VIEWS) if args.tta == "default" else []
-    if args.precision != "keep":
-        config.precision = args.precision
-        config.check()
-    labels, logits, _ = predict_saved_split(model, args.data, args.model_dir / "split.json", "validation")
-    target = args.target_sensitivity or config.validation.get("target_sensitivity", 0.95)
-    best_epoch = config.validation.get("best_epoch")
-    at = set_operating_point(config, logits, labels, target, best_epoch=best_epoch)
-    config.save(args.model_dir / "config.json")
-    print(f"{1 + len(config.tta_views)} view(s), {config.precision}: temperature {config.temperature:.4f} (validation ECE {config.validation['ece_before']:.4f} -> "
-          f"{config.validation['ece_after']:.4f}); threshold {config.threshold:.4f}: validation sensitivity "
-          f"{at['recall']:.4f}, specificity {at['specificity']:.4f} on {at['n']} images")
-
-
-if __name__ == "__main__":
-    main()

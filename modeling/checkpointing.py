@@ -14,7 +14,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from .config import write_json_atomic
+from .files import write_json_atomic
 
 LATEST = "latest.json"
 TRAINER_STATE = "trainer_state.json"

@@ -4,7 +4,8 @@ timm reads `architecture`, `num_classes`, `label_names`, `model_args` and `pretr
 (input size, interpolation, mean, std, crop). Our own fields sit beside them under
 `inference` (decision threshold, positive label, calibration temperature, and the validation
 operating characteristics that the demo's threshold control shows). This one file drives
-train, evaluate and the app alike.
+train, evaluate and the app alike; every scalar of a deployed model (threshold, temperature,
+out-of-distribution thresholds) lives here and nowhere else.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .files import write_json_atomic
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,12 +39,14 @@ class ModelConfig:
     threshold: float = 0.5
     temperature: float = 1.0
     precision: str = "float32"  # inference precision: "float32", "bfloat16" (autocast) or "int8" (modeling.quantize)
-    ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution detector: file, threshold, ...
+    # Each of these records what it was fitted for ("fitted_for": precision, views, weights, split), and
+    # loading refuses one fitted for other settings (modeling.artifacts); all are written by modeling.finalize.
+    ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution detector: file, thresholds, ...
     quantization: dict[str, Any] = field(default_factory=dict)  # int8 calibration: file, calibration_images, ...
     # Test-time augmentation: views averaged with the image as is, e.g. [{"zoom": 1.1, "degrees": 0.0}].
     tta_views: list[dict[str, float]] = field(default_factory=list)
-    # Filled by training: how the threshold was chosen and what it gave on validation,
-    # plus a thinned validation ROC curve ({"threshold": [...], "sensitivity": [...], ...}).
+    # Filled by modeling.finalize: how temperature and threshold were chosen and what they gave on
+    # validation, plus a thinned validation ROC curve ({"threshold": [...], "sensitivity": [...], ...}).
     validation: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -167,11 +172,3 @@ def _inference_fields(inference: dict[str, Any]) -> dict[str, Any]:
     if "validation" in inference:
         fields["validation"] = dict(inference["validation"])
     return fields
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)

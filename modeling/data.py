@@ -22,7 +22,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 
-from .config import ModelConfig, write_json_atomic
+from .config import ModelConfig
+from .files import write_json_atomic
 from .preprocessing import ImageLoadError, read_image, resize_transform, to_rgb
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}

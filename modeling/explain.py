@@ -1,9 +1,14 @@
 """Grad-CAM heatmaps: where in the image the network found evidence for a class.
 
-Selvaraju et al. 2017. Gradients of the class logit with respect to the last feature stage
-(timm's `feature_info[-1]`), averaged per channel, weight that stage's activations.
+Selvaraju et al. 2017. The gradient of the class logit with respect to the last feature stage's
+map, averaged per channel, weights that map. The map comes out of the forward pass itself
+(`forward_with_feature_map`) and `torch.autograd.grad` differentiates against it alone: no module
+hooks, no parameter gradients, no `zero_grad`, nothing written to the shared model, so any number
+of requests can run it at once.
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -13,40 +18,20 @@ from PIL import Image
 from .model import PneumoniaClassifier
 
 
-def last_feature_stage(model: PneumoniaClassifier) -> torch.nn.Module:
-    """The module of the backbone's deepest feature map (layer4 for a ResNet)."""
-    name = model.backbone.feature_info[-1]["module"]
-    return model.backbone.get_submodule(name)
-
-
-def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor,
-             class_index: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """For one image (1, 3, H, W): (heatmap in [0, 1] at input resolution (H, W), class probabilities (C,),
-    penultimate features (1, D) for the out-of-distribution check)."""
-    stage = last_feature_stage(model)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep_activation(_module, _inputs, output):
-        output.retain_grad()
-        captured["activation"] = output
-
-    handle = stage.register_forward_hook(keep_activation)
-    try:
-        with torch.enable_grad(), model.autocast(pixel_values.device.type):
-            logits, features = model.forward_with_features(pixel_values.requires_grad_(False))
-            logits = logits.float()
-            model.zero_grad(set_to_none=True)
-            logits[0, class_index].backward()
-    finally:
-        handle.remove()
-    activation = captured["activation"].float()
-    weights = captured["activation"].grad.float().mean(dim=(2, 3), keepdim=True)
-    cam = torch.relu((weights * activation).sum(dim=1, keepdim=True))
+def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor, class_index: int,
+             precision: contextlib.AbstractContextManager | None = None
+             ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """For one image (1, 3, H, W), in the `precision` context given (an autocast, say): (heatmap in [0, 1] at
+    input resolution (H, W), logits (C,), OOD features (1, D))."""
+    with torch.enable_grad(), precision or contextlib.nullcontext():
+        logits, features, feature_map = model.forward_with_feature_map(pixel_values.detach())
+        (gradient,) = torch.autograd.grad(logits[0, class_index].float(), feature_map)
+    weights = gradient.float().mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * feature_map.detach().float()).sum(dim=1, keepdim=True))
     cam = torch.nn.functional.interpolate(cam, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
-    cam = cam[0, 0].detach()
+    cam = cam[0, 0].cpu()
     cam = (cam - cam.min()) / (cam.max() - cam.min()) if cam.max() > cam.min() else torch.zeros_like(cam)
-    probs = torch.softmax(logits.detach().float() / model.config.temperature, dim=-1)[0]
-    return cam.numpy(), probs, features.detach().float()
+    return cam.numpy(), logits.detach().float()[0].cpu(), features.detach().float().cpu()
 
 
 def preview(image: Image.Image, max_side: int = 640) -> Image.Image:

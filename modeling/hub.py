@@ -6,7 +6,8 @@
 
 The card is `model_card.md` filled from the model folder's own files: config.json,
 training_log.json, data_report.json and eval/metrics.json (written by
-`evaluate.py --output-dir MODEL_DIR/eval`). Each push is one commit.
+`evaluate.py --output-dir MODEL_DIR/eval`). Each push is one commit: weights and side files of one revision, which `Predictor.from_pretrained(repo_id)`
+then downloads together.
 """
 from __future__ import annotations
 

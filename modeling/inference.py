@@ -1,104 +1,213 @@
-"""Running a model over data: batched prediction shared by train (validation), evaluate and the app."""
+"""The inference pipeline: the one owner of device, precision, test-time views, temperature and the OOD gate.
+
+    predictor = Predictor.from_pretrained("weights/pneumonia-resnet50")   # or a Hub id
+    analysis = predictor.analyse([load_rgb("xray.png")])
+    analysis.probabilities[0], analysis.verdicts[0]
+
+evaluate.py, the app, the benchmarks, `modeling.finalize` and training-time validation all run a
+network through `Predictor`, so they compute the same numbers the same way:
+- device: a GPU when one is present, otherwise the CPU (`default_device`); inputs follow the model;
+- precision: config.json's; int8 is a CPU path (oneDNN kernels), so on a GPU an int8 model runs
+  the same weights in bf16 (`runtime_precision`); gradients (Grad-CAM) never run in int8;
+- views: config.json's test-time views, logits averaged; temperature: config.json's;
+- the out-of-distribution gate: config.json's thresholds on the detector beside the weights.
+Artifacts beside the weights are loaded only if they were fitted for what config.json deploys
+(`modeling.artifacts`).
+"""
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .artifacts import check_fitted_for, deployment, file_record
+from .calibration import calibrated_probs
 from .data import attach_transform, label_mapping, label_names, load_data, saved_split_indices
+from .explain import grad_cam
+from .files import resolve_model_folder
 from .model import PneumoniaClassifier
+from .ood import IN_DISTRIBUTION, StagedDetector, ood_verdicts
 from .preprocessing import eval_transform, normalize, to_rgb
+from .quantize import Int8Forward, load_calibration
+from .views import normalized_views
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def inference_accelerator(model: PneumoniaClassifier) -> Accelerator:
-    """An Accelerator for devices and processes only: `predict_loader` then runs in the precision config.json
-    asks for (so evaluate and the demo agree), and one process can predict in several (accelerate's state
-    is a per-process singleton, its mixed precision fixed at the first Accelerator)."""
-    return Accelerator(mixed_precision="no", cpu=not torch.accelerator.is_available())
+def default_device() -> torch.device:
+    """A GPU (or other accelerator) when one is present, otherwise the CPU."""
+    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
 
 
-@torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "predicting",
-                   with_features: bool = False) -> tuple[np.ndarray, ...]:
-    """(labels as model class indices, logits (N, C), mean cross-entropy[, penultimate features (N, D)])
-    over a prepared loader, gathered from all processes. The precision is the accelerator's where it sets one
-    (training), otherwise config.json's."""
-    model.eval()
-    network = accelerator.unwrap_model(model)
-    forward = network.inference_forward()
-    labels, logits, losses, features = [], [], [], []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not accelerator.is_local_main_process):
-        pixels = batch["pixel_values"]
-        if pixels.dtype == torch.uint8:  # DecodedImages batches: normalised here, on the device
-            pixels = normalize(pixels, network.config)
-        pixels = pixels.to(memory_format=torch.channels_last)
-        with accelerator.autocast() if accelerator.mixed_precision != "no" else network.autocast(pixels.device.type):
-            batch_logits, batch_features = network.forward_views(pixels, forward)
-        batch_logits = batch_logits.float()
-        loss = torch.nn.functional.cross_entropy(batch_logits, batch["label"], reduction="none")
-        gathered = accelerator.gather_for_metrics((batch["label"], batch_logits, loss))
-        for store, value in zip((labels, logits, losses), gathered):
-            store.append(value.cpu())
-        if with_features:
-            features.append(accelerator.gather_for_metrics(batch_features.float()).cpu())
-    result = (torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean()))
-    return result + (torch.cat(features).numpy(),) if with_features else result
+def runtime_precision(precision: str, device: torch.device) -> str:
+    """What actually runs: config.json's precision, except that int8 kernels exist only on the CPU."""
+    return "bfloat16" if precision == "int8" and device.type != "cpu" else precision
 
 
-def predict_saved_split(model: PneumoniaClassifier, data: str, split_file: Path, side: str,
-                        with_features: bool = False) -> tuple[np.ndarray, ...]:
-    """`predict_loader` over one side ("train" or "validation") of the split a training run saved."""
-    train = load_data(data)["train"]
-    subset = train.select(saved_split_indices(train, split_file, side))
-    to_model = label_mapping(label_names(train), model.config.label_names)
-    accelerator = inference_accelerator(model)
-    loader = accelerator.prepare(DataLoader(attach_transform(subset, eval_transform(model.config), to_model),
-                                            batch_size=32))
-    return predict_loader(model, loader, accelerator, desc=side, with_features=with_features)
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The eager network's precision context: bf16 (or fp16) autocast, or plain fp32. An int8 model's eager
+    paths (Grad-CAM) run in bf16."""
+    dtype = AUTOCAST_DTYPES.get("bfloat16" if precision == "int8" else precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+@dataclass
+class Analysis:
+    probabilities: np.ndarray  # (N, C), calibrated
+    verdicts: np.ndarray  # (N,): one of modeling.ood.VERDICTS
+
+    @property
+    def in_distribution(self) -> np.ndarray:
+        return self.verdicts == IN_DISTRIBUTION
 
 
 class Predictor:
-    """A model with its own preprocessing and precision, as config.json describes them: the one
-    inference path of the app, the benchmarks and library users."""
+    """A network deployed as config.json describes it, on one device."""
 
-    def __init__(self, model: PneumoniaClassifier, compile: bool = False):
-        """`compile=True`: torch.compile with freezing (batch norm folded into the convolutions, weights
-        pre-packed for the CPU's matrix units); the first call of each batch size compiles (about a minute
-        on 2 cores), later calls are faster. An int8 model (config.json's precision) is always compiled, a
-        few seconds per batch size. Gradients (Grad-CAM) always use the eager model."""
-        self.model = model.eval().to(memory_format=torch.channels_last)
+    def __init__(self, model: PneumoniaClassifier, *, ood: Optional[StagedDetector] = None,
+                 int8_calibration: Optional[dict[str, torch.Tensor]] = None, device: Optional[torch.device | str] = None,
+                 precision: Optional[str] = None, compile: bool = False):
+        """`precision` overrides config.json's (training-time validation runs in the training precision).
+        `compile=True`: torch.compile with freezing (batch norm folded, weights pre-packed); the first call of
+        each batch size compiles (about a minute on 2 cores). An int8 model is always compiled, a few seconds
+        per batch size."""
         self.config = model.config
-        self.transform = eval_transform(model.config)
-        self.forward = model.inference_forward()
-        if compile and model.config.precision != "int8":
-            self.forward = torch.compile(self.forward, options={"freezing": True})
+        self.device = torch.device(device) if device is not None else default_device()
+        self.precision = runtime_precision(precision or self.config.precision, self.device)
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.ood = ood
+        self.transform = eval_transform(self.config)
+        if self.precision == "int8":
+            if int8_calibration is None:
+                raise ValueError("an int8 model needs its int8 calibration")
+            self.forward: Callable = Int8Forward(self.model, int8_calibration)
+        else:
+            self.forward = self.model.forward_with_features
+            if compile:
+                self.forward = torch.compile(self.forward, options={"freezing": True})
         # int8 graphs are compiled per batch size and gain little from batching on a CPU: one image at a time
         # keeps to the one graph the app compiles at start
-        self.batch_size = 1 if model.config.precision == "int8" else 16
+        self.batch_size = 1 if self.precision == "int8" else 16
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *, device: Optional[torch.device | str] = None, compile: bool = False,
+                        **hub_kwargs: Any) -> "Predictor":
+        """A model folder or Hub id (`revision=`, ...) with the artifacts beside its weights, each checked against
+        what config.json deploys (ModelLoadError, naming the command that refits it, where one does not fit)."""
+        folder = resolve_model_folder(source, **hub_kwargs)
+        model = PneumoniaClassifier.from_pretrained(folder)
+        config = model.config
+        expected = deployment(config, folder)
+        if config.validation:
+            check_fitted_for("calibration in config.json (temperature, threshold)", config.validation.get("fitted_for"),
+                             expected)
+        ood = None
+        if config.ood.get("file"):
+            check_fitted_for("out-of-distribution detector", config.ood.get("fitted_for"), expected)
+            ood, metadata = StagedDetector.load(folder / config.ood["file"])
+            check_fitted_for("out-of-distribution detector", file_record(metadata, "out-of-distribution detector"),
+                             expected)
+        calibration = None
+        if config.precision == "int8":
+            check_fitted_for("int8 calibration", config.quantization.get("fitted_for"), expected)
+            calibration, metadata = load_calibration(folder / config.quantization["file"])
+            check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
+        return cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile)
+
+    # --- tensors in, numbers out
 
     def tensor(self, image: Image.Image) -> torch.Tensor:
-        """Any PIL image -> normalised (1, 3, S, S) network input."""
-        return self.transform(to_rgb(image)).unsqueeze(0).to(memory_format=torch.channels_last)
+        """Any PIL image -> normalised (1, 3, S, S) network input on the predictor's device."""
+        pixels = self.transform(to_rgb(image)).unsqueeze(0)
+        return pixels.to(self.device).contiguous(memory_format=torch.channels_last)
 
-    def analyse(self, images: Sequence[Image.Image], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated class probabilities (N, C), looks like a chest X-ray (N,) bool)."""
+    @torch.no_grad()
+    def logits_and_features(self, pixels: torch.Tensor, views: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (or uint8) batch -> (logits averaged over the image as is and the test-time views (N, C),
+        OOD features of the image as is (N, D)), float32, on the predictor's device. `views=False`: the image
+        as is only (its features are the same)."""
+        pixels = pixels.to(self.device)
+        if pixels.dtype == torch.uint8:
+            pixels = normalize(pixels, self.config)
+        n = len(pixels)
+        batch = normalized_views(pixels, self.config.tta_views if views else [], self.config)
+        with autocast(self.precision, self.device):
+            logits, features = self.forward(batch.contiguous(memory_format=torch.channels_last))
+        return logits.float().view(-1, n, logits.shape[-1]).mean(0), features[:n].float()
+
+    def probabilities_from_logits(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(logits, torch.Tensor):
+            logits = logits.cpu().numpy()
+        return calibrated_probs(logits, self.config.temperature)
+
+    def verdicts(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One of modeling.ood.VERDICTS per image (all in distribution without a detector)."""
+        if isinstance(features, torch.Tensor):
+            features = features.cpu().numpy()
+        if self.ood is None:
+            return np.full(len(features), IN_DISTRIBUTION, dtype=object)
+        return ood_verdicts(self.ood.stage_scores(features), self.config.ood)
+
+    # --- images
+
+    def analyse(self, images: Sequence[Image.Image], batch_size: Optional[int] = None) -> Analysis:
         batch_size = batch_size or self.batch_size
-        probs, in_distribution = [], []
+        probs, verdicts = [], []
         for start in range(0, len(images), batch_size):
-            batch_probs, features = self.model.predict(
-                torch.cat([self.tensor(image) for image in images[start:start + batch_size]]), forward=self.forward)
-            probs.append(batch_probs.numpy())
-            in_distribution.append(self.model.looks_like_training_data(features))
+            pixels = torch.cat([self.tensor(image) for image in images[start:start + batch_size]])
+            logits, features = self.logits_and_features(pixels)
+            probs.append(self.probabilities_from_logits(logits))
+            verdicts.append(self.verdicts(features))
         if not probs:
-            return np.zeros((0, self.config.num_classes)), np.zeros(0, dtype=bool)
-        return np.concatenate(probs), np.concatenate(in_distribution)
+            return Analysis(np.zeros((0, self.config.num_classes)), np.zeros(0, dtype=object))
+        return Analysis(np.concatenate(probs), np.concatenate(verdicts))
 
-    def probabilities(self, images: Sequence[Image.Image], batch_size: int | None = None) -> np.ndarray:
+    def probabilities(self, images: Sequence[Image.Image], batch_size: Optional[int] = None) -> np.ndarray:
         """Calibrated class probabilities, shape (N, C)."""
-        return self.analyse(images, batch_size)[0]
+        return self.analyse(images, batch_size).probabilities
+
+    def grad_cam(self, image: Image.Image, class_index: Optional[int] = None) -> np.ndarray:
+        """Grad-CAM heatmap in [0, 1] at the network's input size, for `class_index` (default: the positive
+        class), computed on the eager network (int8 models: in bf16). Safe to call from many threads."""
+        index = self.config.positive_index if class_index is None else class_index
+        return grad_cam(self.model, self.tensor(image), index, autocast(self.precision, self.device))[0]
+
+    # --- datasets
+
+    @torch.no_grad()
+    def predict_loader(self, loader: DataLoader, accelerator: Any = None, desc: str = "predicting",
+                       with_features: bool = False, views: bool = True) -> tuple[np.ndarray, ...]:
+        """(labels as model class indices, logits (N, C), mean cross-entropy[, OOD features (N, D)]) over a
+        loader of {"pixel_values", "label"} batches; with an `accelerator` whose loader is prepared, gathered
+        from all its processes."""
+        self.model.eval()
+        labels, logits, losses, features = [], [], [], []
+        show = accelerator is None or accelerator.is_local_main_process
+        for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not show):
+            batch_logits, batch_features = self.logits_and_features(batch["pixel_values"], views=views)
+            batch_labels = batch["label"].to(self.device)
+            loss = torch.nn.functional.cross_entropy(batch_logits, batch_labels, reduction="none")
+            values = (batch_labels, batch_logits, loss) + ((batch_features,) if with_features else ())
+            if accelerator is not None:
+                values = accelerator.gather_for_metrics(values)
+            for store, value in zip((labels, logits, losses, features), values):
+                store.append(value.cpu())
+        result = (torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean()))
+        return result + (torch.cat(features).numpy(),) if with_features else result
+
+    def predict_saved_split(self, data: str, split_file: Path, side: str, with_features: bool = False,
+                            views: bool = True, batch_size: int = 32) -> tuple[np.ndarray, ...]:
+        """`predict_loader` over one side ("train" or "validation") of the split a training run saved."""
+        train = load_data(data)["train"]
+        subset = train.select(saved_split_indices(train, split_file, side))
+        to_model = label_mapping(label_names(train), self.config.label_names)
+        loader = DataLoader(attach_transform(subset, self.transform, to_model), batch_size=batch_size)
+        return self.predict_loader(loader, desc=side, with_features=with_features, views=views)
+

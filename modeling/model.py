@@ -1,33 +1,24 @@
-"""The classifier: a timm backbone with a two-class head, saved and loaded the Hugging Face way.
+"""The network: a timm backbone with a two-class head, saved and loaded the Hugging Face way.
 
 A saved model folder holds `model.safetensors` (the timm backbone's own state dict, so timm's
 `hf-hub:` / `local-dir:` loaders read it too) and `config.json` (see `modeling.config`).
 Nothing is ever unpickled, and loading is strict: every problem ends in `ModelLoadError`.
+How the network is deployed (device, precision, views, temperature, out-of-distribution gate)
+is the inference pipeline's business: `modeling.inference.Predictor`.
 """
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
-import numpy as np
 import timm
 import torch
-from huggingface_hub import ModelHubMixin, hf_hub_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from .config import ConfigError, ModelConfig
-from .views import normalized_views
-from .ood import StagedDetector
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-
-
-class ModelLoadError(RuntimeError):
-    """A model folder or Hub repo could not be loaded; the message names the problem."""
+from .files import (CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, load_tensors, resolve_model_folder,
+                    save_tensors)
 
 
 def create_backbone(config: ModelConfig, pretrained: bool = False) -> nn.Module:
@@ -63,8 +54,6 @@ class PneumoniaClassifier(
         super().__init__()
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         self.backbone = create_backbone(self.config, pretrained=pretrained)
-        self.ood: Optional[StagedDetector] = None  # loaded with the weights when the folder has one
-        self.int8_calibration: Optional[dict[str, torch.Tensor]] = None  # likewise (modeling.quantize)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values)
@@ -82,66 +71,29 @@ class PneumoniaClassifier(
         return [self.backbone.feature_info[i]["num_chs"] for i in self._intermediate_stages()] + [
             self.backbone.num_features]
 
-    def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, features (N, sum(feature_sizes()))): one pass serving both the answer and the OOD check."""
+    def forward_with_feature_map(self, pixel_values: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, OOD features (N, sum(feature_sizes())), the last stage's feature map (N, C, h, w)).
+        The feature map is what Grad-CAM differentiates against (`modeling.explain`)."""
         final, intermediates = self.backbone.forward_intermediates(pixel_values, indices=self._intermediate_stages())
         pre_logits = self.backbone.forward_head(final, pre_logits=True)
         features = torch.cat([stage.mean(dim=(2, 3)) for stage in intermediates] + [pre_logits], dim=1)
-        return self.backbone.get_classifier()(pre_logits), features
+        return self.backbone.get_classifier()(pre_logits), features, final
 
-    def forward_views(self, pixel_values: torch.Tensor,
-                      forward: Optional[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits averaged over the image as is and config.tta_views, OOD features of the image as is).
-        `forward` replaces `forward_with_features` (a compiled copy of it, say)."""
-        n = len(pixel_values)
-        logits, features = (forward or self.forward_with_features)(
-            normalized_views(pixel_values, self.config.tta_views, self.config))
-        return logits.float().view(-1, n, logits.shape[-1]).mean(0), features[:n]
+    def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, OOD features): one pass serving both the answer and the out-of-distribution check."""
+        logits, features, _ = self.forward_with_feature_map(pixel_values)
+        return logits, features
 
-    @torch.no_grad()
-    def predict(self, pixel_values: torch.Tensor,
-                forward: Optional[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(calibrated class probabilities (N, C), OOD features (N, D)) in the configured precision.
-        `forward` replaces `forward_with_features` (a compiled copy of it, say)."""
-        with self.autocast(pixel_values.device.type):
-            logits, features = self.forward_views(pixel_values, forward)
-        return torch.softmax(logits.float() / self.config.temperature, dim=-1), features.float()
-
-    def looks_like_training_data(self, features: torch.Tensor) -> np.ndarray:
-        """True where the features are close to the training X-rays (always True without a detector)."""
-        if self.ood is None:
-            return np.ones(len(features), dtype=bool)
-        return ~self.ood.is_outlier(features.float().cpu().numpy())
-
-    def autocast(self, device_type: str = "cpu") -> torch.autocast:
-        """The precision of the eager network as config.json asks for it: bf16 autocast, or plain fp32.
-        An int8 model's eager paths (Grad-CAM, training-time validation) run in bf16."""
-        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.precision in ("bfloat16", "int8"))
-
-    def inference_forward(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """What computes (logits, features) for inference: the int8 graphs where config.json asks for int8
-        (see modeling.quantize; they are frozen with the weights of their first call), otherwise
-        `forward_with_features`."""
-        if self.config.precision == "int8":
-            from .quantize import Int8Forward
-            cached = getattr(self, "_int8_forward", None)
-            if cached is None or cached.calibration is not self.int8_calibration:
-                self._int8_forward = Int8Forward(self, self.int8_calibration)  # keeps its compiled graphs
-            return self._int8_forward
-        return self.forward_with_features
-
-    def save_model_files(self, directory: Union[str, Path]) -> None:
-        """Weights, detector and config.json only (`save_pretrained` also writes a generic card)."""
+    def save_model_files(self, directory: Union[str, Path], weights_dtype: Optional[torch.dtype] = None) -> None:
+        """Weights and config.json (`save_pretrained` also writes a generic card). `weights_dtype=torch.bfloat16`
+        halves the download; loading casts back to the network's float32."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_weights(self.backbone, directory / WEIGHTS_NAME)
-        if self.ood is not None:
-            self.ood.save(directory / self.config.ood["file"])
-        if self.int8_calibration is not None:
-            from .quantize import save_calibration
-            save_calibration(self.int8_calibration, directory / self.config.quantization["file"])
+        state = self.backbone.state_dict()
+        if weights_dtype is not None:
+            state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_tensors(state, directory / WEIGHTS_NAME)
         self.config.save(directory / CONFIG_NAME)
 
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -149,96 +101,34 @@ class PneumoniaClassifier(
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, Path], **kwargs: Any) -> "PneumoniaClassifier":
-        """Load from a local folder or a Hub repo id (`revision=`, `cache_dir=`, `token=` ...)."""
-        source = str(pretrained_model_name_or_path)
-        if not os.path.isdir(source) and _looks_like_path(source):
-            raise ModelLoadError(f"No model folder at {source}.")
+        """Load from a local folder or a Hub repo id (`revision=`, `cache_dir=`, `token=` ...): the whole folder
+        of one revision is resolved first, so config.json, the weights and the files beside them agree."""
+        hub_kwargs = {key: kwargs.pop(key) for key in ("revision", "cache_dir", "force_download",
+                                                       "local_files_only", "token") if key in kwargs}
+        folder = resolve_model_folder(pretrained_model_name_or_path, **hub_kwargs)
         try:
-            model = super().from_pretrained(source, **kwargs)
+            model = super().from_pretrained(str(folder), **kwargs)
         except ConfigError as error:
-            raise ModelLoadError(f"Invalid config.json in {source}: {error}") from None
+            raise ModelLoadError(f"Invalid config.json in {pretrained_model_name_or_path}: {error}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelLoadError(f"config.json in {source} is not valid JSON ({error}).") from None
-        except (OfflineModeIsEnabled, LocalEntryNotFoundError):
-            raise ModelLoadError(
-                f"Model {source!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
-                "connect to the internet, or pass a local model folder.") from None
-        except HfHubHTTPError as error:
-            raise ModelLoadError(f"The Hugging Face Hub refused {source!r} ({error.__class__.__name__}); "
-                                 "check the repo id, revision and your token.") from None
+            raise ModelLoadError(f"config.json in {pretrained_model_name_or_path} is not valid JSON ({error}).") from None
         return model.eval()
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: Optional[str], cache_dir: Any, force_download: bool,
-                         local_files_only: bool, token: Any, config: Optional[dict] = None,
-                         **model_kwargs: Any) -> "PneumoniaClassifier":
+    def _from_pretrained(cls, *, model_id: str, config: Optional[dict] = None, **_: Any) -> "PneumoniaClassifier":
         if config is None:
             raise ModelLoadError(f"{model_id} has no config.json.")
-        if os.path.isdir(model_id):
-            weights_file = os.path.join(model_id, WEIGHTS_NAME)
-            if not os.path.exists(weights_file):
-                raise ModelLoadError(f"{model_id} has no {WEIGHTS_NAME} (only safetensors weights are loaded).")
-        else:
-            weights_file = hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision,
-                                           cache_dir=cache_dir, force_download=force_download,
-                                           local_files_only=local_files_only, token=token)
         model = cls(config, pretrained=False)
-        load_weights(model.backbone, weights_file)
-        if model.config.ood.get("file"):
-            model.ood = _load_ood(model_id, model.config.ood["file"], revision=revision, cache_dir=cache_dir,
-                                  force_download=force_download, local_files_only=local_files_only, token=token)
-        if model.config.quantization.get("file"):
-            model.int8_calibration = _load_int8_calibration(
-                model_id, model.config.quantization["file"], revision=revision, cache_dir=cache_dir,
-                force_download=force_download, local_files_only=local_files_only, token=token)
+        load_weights(model.backbone, os.path.join(model_id, WEIGHTS_NAME))
         return model
 
 
-def _model_file(model_id: str, filename: str, **hub_kwargs: Any) -> str:
-    """A file of a model folder, or of a Hub repo (downloaded)."""
-    return os.path.join(model_id, filename) if os.path.isdir(model_id) else \
-        hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
-
-
-def _load_int8_calibration(model_id: str, filename: str, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
-    from .quantize import Int8CalibrationError, load_calibration
-    try:
-        return load_calibration(_model_file(model_id, filename, **hub_kwargs))
-    except Int8CalibrationError as error:
-        raise ModelLoadError(str(error)) from None
-
-
-def _load_ood(model_id: str, filename: str, **hub_kwargs: Any) -> StagedDetector:
-    path = _model_file(model_id, filename, **hub_kwargs)
-    try:
-        return StagedDetector.load(path)
-    except (SafetensorError, OSError, KeyError) as error:
-        raise ModelLoadError(f"The out-of-distribution detector {path} could not be read ({error}).") from None
-
-
-def _looks_like_path(source: str) -> bool:
-    """Hub ids are `name` or `owner/name`; anything else is meant as a local path."""
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.path.exists(source)
-
-
-def save_weights(module: nn.Module, path: Path) -> None:
-    save_tensors(module.state_dict(), path)
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, **metadata: str) -> None:
-    """safetensors, written to a temporary name and renamed: never a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    save_file(state, str(tmp), metadata={"format": "pt", **metadata})
-    os.replace(tmp, path)
-
-
 def load_weights(module: nn.Module, path: Union[str, Path]) -> None:
-    """Strict load: corrupt files, missing or unexpected keys and wrong shapes are all refused."""
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as error:
-        raise ModelLoadError(f"{path} is not a readable safetensors file ({error}).") from None
+    """Strict load: corrupt files, missing or unexpected keys and wrong shapes are all refused.
+    Weights stored in another float dtype (bf16 halves the download) are cast to the module's."""
+    if not os.path.exists(path):
+        raise ModelLoadError(f"The model folder has no {WEIGHTS_NAME} (only safetensors weights are loaded).")
+    state, _ = load_tensors(path, "weights file")
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -252,6 +142,6 @@ def load_weights(module: nn.Module, path: Union[str, Path]) -> None:
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} tensors of the wrong shape (e.g. {'; '.join(wrong_shape[:3])})")
     if problems:
-        raise ModelLoadError(f"The weights in {path} do not match the architecture in config.json: "
+        raise ModelLoadError(f"The weights in {Path(path).name} do not match the architecture in config.json: "
                              + ", ".join(problems) + ".")
     module.load_state_dict(state, strict=True)

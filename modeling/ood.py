@@ -1,4 +1,4 @@
-"""Out-of-distribution warning: "this does not look like a chest X-ray".
+"""Out-of-distribution warning: is this a chest X-ray like the training ones, another X-ray, or no X-ray?
 
 The features are the network's average-pooled outputs of several stages (for a ResNet: layer2,
 layer3 and the classifier's input; `PneumoniaClassifier.forward_with_features`). Mid-level
@@ -9,28 +9,24 @@ layers the same way).
 Per stage, the training X-rays are summarised by a principal subspace (mean, top-k directions
 and their spreads); a stage's score is the whitened Mahalanobis distance inside that subspace
 plus the residual distance outside it, both about 1 for training images (`FeatureDensity`).
-Each stage's score is divided by its own validation quantile, and an image's score is the largest
-of these; the threshold is the same quantile of validation scores. So only train and validation
-are used. Everything is stored in `ood.safetensors` next to the weights.
-
-    python -m modeling.ood fit MODEL_DIR --data DIR_OR_ID [--quantile 0.995]
+Each stage's score is divided by its own validation quantile, so 1 means "as far as the
+farthest validation X-rays". `ood_verdicts` turns the scaled scores into one of `VERDICTS` with
+the thresholds that `modeling.finalize` fits and stores in config.json (only train and
+validation are used). The tensors are stored in `ood.safetensors` next to the weights.
 """
 from __future__ import annotations
 
-from .runtime import use_tcmalloc
-
-if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
-
-import argparse  # noqa: E402
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from safetensors.numpy import load_file, save_file
+
+from .files import load_tensors, save_tensors
 
 OOD_FILE = "ood.safetensors"
+IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY = "chest_xray", "unlike_training_xrays", "not_a_chest_xray"
+VERDICTS = (IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY)
 
 
 @dataclass
@@ -73,16 +69,16 @@ class FeatureDensity:
 
 @dataclass
 class StagedDetector:
-    """One `FeatureDensity` per feature stage; `sizes` are the stages' widths, taken from the end of
-    the feature vector (a detector fitted on the last stage alone still reads newer, wider features)."""
+    """One `FeatureDensity` per feature stage; `sizes` are the stages' widths, in feature-vector order."""
     stages: list[FeatureDensity]
     sizes: list[int]
     stage_scales: np.ndarray  # each stage's validation quantile
-    threshold: float = float("inf")
 
     def _split(self, features: np.ndarray) -> list[np.ndarray]:
         features = np.asarray(features, dtype=np.float64)
-        bounds = np.cumsum([0, *self.sizes]) + features.shape[1] - sum(self.sizes)
+        if features.shape[1] != sum(self.sizes):
+            raise ValueError(f"the detector reads {sum(self.sizes)} features, the network gives {features.shape[1]}")
+        bounds = np.cumsum([0, *self.sizes])
         return [features[:, start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
     def stage_scores(self, features: np.ndarray) -> np.ndarray:
@@ -93,70 +89,48 @@ class StagedDetector:
     def score(self, features: np.ndarray) -> np.ndarray:
         return self.stage_scores(features).max(axis=1)
 
-    def is_outlier(self, features: np.ndarray) -> np.ndarray:
-        return self.score(features) > self.threshold
-
-    def save(self, path: Path) -> None:
-        tensors = {"sizes": np.array(self.sizes), "stage_scales": self.stage_scales,
-                   "threshold": np.array([self.threshold])}
+    def save(self, path: Path, metadata: dict[str, str]) -> None:
+        tensors = {"sizes": np.array(self.sizes), "stage_scales": self.stage_scales}
         for i, stage in enumerate(self.stages):
             tensors |= {f"stage{i}.{name}": value for name, value in stage.tensors().items()}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(tmp))
-        tmp.replace(path)
+        save_tensors({k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}, path, metadata)
 
     @classmethod
-    def load(cls, path: str | Path) -> "StagedDetector":
-        t = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}
-        if "sizes" not in t:  # a single-stage file (the classifier's input only)
-            stage = FeatureDensity.from_tensors(t)
-            return cls([stage], [len(stage.mean)], np.ones(1), float(t["threshold"][0]))
-        stages = [FeatureDensity.from_tensors({k.split(".", 1)[1]: v for k, v in t.items() if k.startswith(f"stage{i}.")})
-                  for i in range(len(t["sizes"]))]
-        return cls(stages, [int(n) for n in t["sizes"]], t["stage_scales"], float(t["threshold"][0]))
+    def load(cls, path: str | Path) -> tuple["StagedDetector", dict[str, str]]:
+        """(detector, the file's metadata); unreadable or incomplete files are a ModelLoadError."""
+        from .files import ModelLoadError
+        tensors, metadata = load_tensors(path, "out-of-distribution detector")
+        t = {k: v.double().numpy() for k, v in tensors.items()}
+        try:
+            count = len(t["sizes"])
+            stages = [FeatureDensity.from_tensors({k.split(".", 1)[1]: v for k, v in t.items()
+                                                   if k.startswith(f"stage{i}.")}) for i in range(count)]
+            return cls(stages, [int(n) for n in t["sizes"]], t["stage_scales"]), metadata
+        except KeyError as error:
+            raise ModelLoadError(f"The out-of-distribution detector {Path(path).name} lacks {error}; "
+                                 "re-run python -m modeling.finalize.") from None
 
 
 def fit_detector(train_features: np.ndarray, validation_features: np.ndarray, quantile: float,
-                 components: int = 64, sizes: list[int] | None = None) -> StagedDetector:
-    """Fit each stage on train features (`sizes`: the stages' widths, default one stage); scale
-    each stage and set the threshold at the `quantile` of validation scores."""
+                 components: int = 64, sizes: list[int] | None = None) -> tuple[StagedDetector, float]:
+    """Fit each stage on train features (`sizes`: the stages' widths, default one stage) and scale each
+    stage to the `quantile` of its validation scores. Returns (detector, threshold): the same quantile
+    of the validation images' largest scaled score."""
     sizes = sizes or [np.shape(train_features)[1]]
     detector = StagedDetector([], sizes, np.ones(len(sizes)))
     detector.stages = [FeatureDensity.fit(part, components) for part in detector._split(train_features)]
     raw = detector.stage_scores(validation_features)
     detector.stage_scales = np.quantile(raw, quantile, axis=0)
-    detector.threshold = float(np.quantile(detector.score(validation_features), quantile))
-    return detector
+    return detector, float(np.quantile(detector.score(validation_features), quantile))
 
 
-def main(argv: list[str] | None = None) -> None:
-    from .inference import predict_saved_split
-    from .model import PneumoniaClassifier
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit the detector on a model folder's train/validation split")
-    fit.add_argument("model_dir", type=Path)
-    fit.add_argument("--data", required=True)
-    fit.add_argument("--quantile", type=float, default=0.995, help="validation quantile used as threshold")
-    fit.add_argument("--components", type=int, default=64)
-    args = parser.parse_args(argv)
-
-    model = PneumoniaClassifier.from_pretrained(args.model_dir).to(memory_format=torch.channels_last)
-    views, model.config.tta_views = model.config.tta_views, []  # features are of the image as is: one view is enough
-
-    def features(side: str) -> np.ndarray:
-        return predict_saved_split(model, args.data, args.model_dir / "split.json", side, with_features=True)[3]
-
-    model.config.tta_views = views
-    model.ood = fit_detector(features("train"), features("validation"), args.quantile, args.components,
-                             sizes=model.feature_sizes())
-    model.config.ood = {"file": OOD_FILE, "quantile": args.quantile, "components": args.components,
-                        "stages": model.feature_stages(), "threshold": model.ood.threshold}
-    model.save_model_files(args.model_dir)
-    print(f"wrote {args.model_dir / OOD_FILE}: threshold {model.ood.threshold:.3f} "
-          f"(validation quantile {args.quantile})")
-
-
-if __name__ == "__main__":
-    main()
+def ood_verdicts(stage_scores: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """One of `VERDICTS` per image from its scaled stage scores (N, stages) and config.json's `ood` settings:
+    beyond `threshold` on any stage the image is unlike the training X-rays; beyond `not_xray_threshold`
+    on the mid-level stages (texture and contrast: `not_xray_stages`) it is not a chest X-ray at all."""
+    stage_scores = np.atleast_2d(stage_scores)
+    verdicts = np.full(len(stage_scores), IN_DISTRIBUTION, dtype=object)
+    verdicts[stage_scores.max(axis=1) > settings["threshold"]] = UNLIKE_TRAINING
+    mid_level = stage_scores[:, settings.get("not_xray_stages", list(range(stage_scores.shape[1])))]
+    verdicts[mid_level.max(axis=1) > settings.get("not_xray_threshold", settings["threshold"])] = NOT_AN_XRAY
+    return verdicts

@@ -1,8 +1,15 @@
 """Reading images and turning them into network input, written once for train, evaluate and app.
 
 `read_image` accepts a path or bytes of any common format (PNG, JPEG, TIFF, BMP, GIF, DICOM)
-and raises `ImageLoadError` with a plain sentence for anything it cannot use. `to_rgb` turns any
-PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, ...) into 8-bit RGB. `resize_transform`, `normalize`
+and raises `ImageLoadError` with a plain sentence (never a path) for anything it cannot use.
+Large images are reduced while decoding to about `DECODE_MAX_SIDE` pixels (JPEG draft mode,
+integer block means), which bounds memory and is ample for a 224-px network and a 640-px
+preview. `to_rgb` turns any PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, ...) into 8-bit RGB.
+
+High-bit-depth grey without a display window of its own (16-bit PNG or TIFF, DICOM without VOI
+LUT or window) is windowed by one rule, `window_to_uint8` (its 0.5-99.5 percentiles), after the
+same reduction: the same array gives the same picture, and so the same probability, in any
+container. A DICOM that carries a window is shown through it; MONOCHROME1 is inverted. `resize_transform`, `normalize`
 and `eval_transform` take a `ModelConfig` so that sizes and normalisation come from config.json.
 Training augmentation runs on whole batches on the device: `modeling.augment`.
 """
@@ -25,19 +32,23 @@ ImageSource = Union[str, Path, bytes]
 MAX_PIXELS = 80_000_000  # larger than any radiograph; guards against decompression bombs
 MIN_SIDE = 16  # smaller than this carries no diagnostic content
 MAX_ASPECT = 4.0  # radiographs are roughly square; a 20000x500 strip is not one
+DECODE_MAX_SIDE = 1024  # decoded images are reduced to no less than this many pixels on the long side
+WINDOW_PERCENTILES = (0.5, 99.5)  # the window of high-bit-depth grey that carries none
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 class ImageLoadError(ValueError):
     """The input is not an image we can read; the message says why in plain words."""
 
 
-def read_image(source: ImageSource) -> Image.Image:
-    """Open a file path or raw bytes as a fully decoded PIL image (DICOM included)."""
+def read_image(source: ImageSource, max_side: int | None = DECODE_MAX_SIDE) -> Image.Image:
+    """Open a file path or raw bytes as a decoded PIL image (DICOM included), reduced by an integer factor to
+    no less than `max_side` pixels on its long side (None: full size)."""
     data = source if isinstance(source, bytes) else _read_bytes(Path(source))
     if len(data) == 0:
         raise ImageLoadError("The file is empty.")
     if _is_dicom(data):
-        return _read_dicom(data)
+        return _read_dicom(data, max_side)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -45,9 +56,13 @@ def read_image(source: ImageSource) -> Image.Image:
             _check_size(image.size)
             frames = getattr(image, "n_frames", 1)
             image.seek(0)  # first frame of an animated GIF / multi-page TIFF
+            if image.format == "JPEG" and max_side:
+                image.draft(image.mode, (max_side, max_side))  # the decoder scales by 1/2, 1/4 or 1/8 itself
             image.load()
-            if frames > 1:
-                image.info["note"] = f"The file has {frames} frames; only the first was analysed."
+            note = f"The file has {frames} frames; only the first was analysed." if frames > 1 else None
+            image = _reduce(image, max_side)
+            if note:
+                image.info["note"] = note
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -59,13 +74,37 @@ def read_image(source: ImageSource) -> Image.Image:
     return image
 
 
+def _reduction(size: tuple[int, int], max_side: int | None) -> int:
+    return max(1, max(size) // max_side) if max_side else 1
+
+
+def reduce_array(values: np.ndarray, factor: int) -> np.ndarray:
+    """Block means over `factor` x `factor` tiles (float32); the last partial row and column are dropped."""
+    if factor <= 1:
+        return np.asarray(values, dtype=np.float32)
+    height, width = (values.shape[0] // factor) * factor, (values.shape[1] // factor) * factor
+    blocks = values[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _reduce(image: Image.Image, max_side: int | None) -> Image.Image:
+    factor = _reduction(image.size, max_side)
+    if factor <= 1:
+        return image
+    if image.mode in HIGH_BIT_DEPTH_MODES:  # block means in float, windowed later by `to_rgb`
+        return Image.fromarray(reduce_array(np.asarray(image), factor), mode="F")
+    if image.mode not in ("L", "RGB", "RGBA", "LA", "I", "F"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    return image.reduce(factor)
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ImageLoadError(f"No such file: {path}") from None
+        raise ImageLoadError(f"The file {path.name} is no longer there; please upload it again.") from None
     except IsADirectoryError:
-        raise ImageLoadError(f"{path} is a folder, not an image file.") from None
+        raise ImageLoadError(f"{path.name} is a folder, not an image file.") from None
 
 
 def _check_size(size: tuple[int, int]) -> None:
@@ -85,8 +124,9 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) > 132 and data[128:132] == b"DICM"
 
 
-def _read_dicom(data: bytes) -> Image.Image:
-    """DICOM to an 8-bit grey image: modality LUT, VOI window, MONOCHROME1 inverted."""
+def _read_dicom(data: bytes, max_side: int | None = DECODE_MAX_SIDE) -> Image.Image:
+    """DICOM to an 8-bit grey image: modality LUT, reduction, the file's VOI window or else `window_to_uint8`,
+    MONOCHROME1 inverted. The pixel data is decoded once."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -104,16 +144,23 @@ def _read_dicom(data: bytes) -> Image.Image:
         raise ImageLoadError(f"The DICOM pixel data could not be decoded ({error}).") from None
     if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
         pixels = pixels[0]  # multi-frame: first frame
-    if dataset.get("PhotometricInterpretation", "MONOCHROME2") in ("MONOCHROME1", "MONOCHROME2"):
-        values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
-        grey = _window_to_uint8(values, percentiles=(0.0, 100.0))
-        if dataset.PhotometricInterpretation == "MONOCHROME1":
-            grey = 255 - grey
-        return Image.fromarray(grey, mode="L")
-    return Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+    photometric = dataset.get("PhotometricInterpretation", "MONOCHROME2")
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+        return image.reduce(_reduction(image.size, max_side)) if _reduction(image.size, max_side) > 1 else image
+    values = reduce_array(apply_modality_lut(pixels, dataset), _reduction((columns, rows), max_side))
+    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
+        windowed = np.asarray(apply_voi_lut(values, dataset), dtype=np.float64)
+        grey = window_to_uint8(windowed, percentiles=(0.0, 100.0))  # the file's own window, stretched to 8 bits
+    else:
+        grey = window_to_uint8(values)
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey
+    return Image.fromarray(grey, mode="L")
 
 
-def _window_to_uint8(values: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+def window_to_uint8(values: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
+    """High-bit-depth grey -> uint8 through the window between two percentiles of its values."""
     low, high = np.percentile(values, percentiles)
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
@@ -122,9 +169,9 @@ def _window_to_uint8(values: np.ndarray, percentiles: tuple[float, float] = (0.5
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB. High bit-depth grey is windowed to its 0.5-99.5 percentiles."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_window_to_uint8(np.asarray(image, dtype=np.float64)), mode="L").convert("RGB")
+    """Any PIL mode to 8-bit RGB. High bit-depth grey is windowed by `window_to_uint8`."""
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        return Image.fromarray(window_to_uint8(np.asarray(image, dtype=np.float32)), mode="L").convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):

@@ -4,33 +4,23 @@ torchao's PT2E flow with its `X86InductorQuantizer`: the network is exported, ob
 the activation ranges on training images, and Inductor compiles the quantized graph (with
 freezing) into oneDNN int8 kernels (VNNI): several times faster than fp32 at batch 1.
 
-Calibration runs once and its result, the observers' statistics (no images, no code), is saved
-beside the weights as `int8-calibration.safetensors`:
-
-    python -m modeling.quantize MODEL_DIR --data DIR_OR_ID [--images 256]
-
-It does not switch the model to int8; `python -m modeling.calibration MODEL_DIR --data ...
---precision int8` does, fitting temperature and threshold on validation for the int8 outputs.
-An exported graph has a fixed batch size, so `Int8Forward` exports, quantizes and compiles once
-per batch size it meets (a few seconds each).
+Calibration runs once, in `python -m modeling.finalize ... --precision int8`, and its result, the
+observers' statistics (no images, no code), is saved beside the weights as
+`int8-calibration.safetensors`. An exported graph has a fixed batch size, so `Int8Forward`
+exports, quantizes and compiles once per batch size it meets (a few seconds each). The int8
+kernels are the CPU's (oneDNN); `modeling.inference` decides where this runs.
 """
 from __future__ import annotations
 
-from .runtime import use_tcmalloc
-
-if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
-
-import argparse  # noqa: E402
 import logging
 from operator import attrgetter
 from pathlib import Path
 from typing import Iterable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
+
+from .files import ModelLoadError, load_tensors, save_tensors
 
 _pytree_log = logging.getLogger("torch.utils._pytree")
 _level, _pytree_log.level = _pytree_log.level, logging.ERROR  # torchao 0.18 warns about its enums on import
@@ -44,8 +34,8 @@ finally:
 CALIBRATION_NAME = "int8-calibration.safetensors"
 
 
-class Int8CalibrationError(RuntimeError):
-    """The saved int8 calibration does not fit the network (re-run `python -m modeling.quantize`)."""
+class Int8CalibrationError(ModelLoadError):
+    """The saved int8 calibration does not fit the network (re-run `python -m modeling.finalize`)."""
 
 
 class _WithFeatures(nn.Module):
@@ -96,16 +86,13 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, to
     return observer_state(prepared)
 
 
-def save_calibration(state: dict[str, torch.Tensor], path: Path) -> None:
-    from .model import save_tensors
-    save_tensors(state, path, quantizer="torchao X86InductorQuantizer, default config")
+def save_calibration(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    save_tensors(state, path, {"quantizer": "torchao X86InductorQuantizer, default config", **metadata})
 
 
-def load_calibration(path: str | Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as error:
-        raise Int8CalibrationError(f"{path} is not a readable int8 calibration file ({error}).") from None
+def load_calibration(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(observer statistics, the file's metadata)."""
+    return load_tensors(path, "int8 calibration")
 
 
 def quantized(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size: int) -> torch.fx.GraphModule:
@@ -115,7 +102,7 @@ def quantized(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size
     if expected != set(calibration):
         raise Int8CalibrationError(
             f"The int8 calibration has {len(calibration)} observer tensors, the exported network {len(expected)} "
-            "(another torch/torchao version?); re-run `python -m modeling.quantize MODEL_DIR --data ...`.")
+            "(another torch/torchao version?); re-run `python -m modeling.finalize MODEL_DIR --data ... --precision int8`.")
     prepared.load_state_dict(calibration, strict=False)
     for name, weight in _observers(prepared, of_weights=True).items():  # the weights as they are now
         getattr(prepared, name)(attrgetter(weight.target)(prepared))
@@ -131,9 +118,6 @@ class Int8Forward:
         self.compiled: dict[int, nn.Module] = {}
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if pixel_values.device.type != "cpu":  # the int8 kernels are the CPU's (oneDNN); elsewhere bf16
-            with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16):
-                return self.model.forward_with_features(pixel_values)
         n = len(pixel_values)
         # int8 graphs are built and run outside any bf16 autocast the caller is in. Freezing is set through
         # the config rather than torch.compile(options=...), with which Inductor cannot constant-fold
@@ -143,45 +127,3 @@ class Int8Forward:
             if n not in self.compiled:
                 self.compiled[n] = torch.compile(quantized(self.model, self.calibration, n))
             return self.compiled[n](pixel_values.float().contiguous(memory_format=torch.channels_last))
-
-
-def main(argv: list[str] | None = None) -> None:
-    from torch.utils.data import DataLoader
-
-    from .views import normalized_views
-    from .data import (DecodedImages, decode_once, first, label_mapping, label_names, load_data,
-                       saved_split_indices)
-    from .model import PneumoniaClassifier
-    from .preprocessing import normalize
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--images", type=int, default=256, help="training images to calibrate on")
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
-
-    model = PneumoniaClassifier.from_pretrained(args.model_dir)
-    config = model.config
-    train = load_data(args.data)["train"]
-    chosen = saved_split_indices(train, args.model_dir / "split.json", "train")
-    generator = torch.Generator().manual_seed(0)
-    chosen = [chosen[i] for i in torch.randperm(len(chosen), generator=generator)[:args.images].tolist()]
-    decoded = decode_once(train.select(chosen), config, label_mapping(label_names(train), config.label_names))
-    loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=args.batch_size, collate_fn=first,
-                        drop_last=True)
-    # The network sees every test-time view at inference, so it is calibrated on them too.
-    batches = (normalized_views(normalize(batch["pixel_values"], config), config.tta_views, config)
-               for batch in loader)
-    state = calibrate(model, batches)
-    save_calibration(state, args.model_dir / CALIBRATION_NAME)
-    config.quantization = {"file": CALIBRATION_NAME, "calibration_images": len(loader) * args.batch_size,
-                           "method": "static PTQ, torchao PT2E X86InductorQuantizer (default config)",
-                           "source": "training side of split.json"}
-    config.save(args.model_dir / "config.json")
-    print(f"int8 calibration on {config.quantization['calibration_images']} training images "
-          f"({1 + len(config.tta_views)} view(s) each) -> {args.model_dir / CALIBRATION_NAME}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,7 @@
-"""Shared fixtures: real chest X-rays from ../shared/data, and one tiny model trained on them."""
+"""Shared fixtures: real chest X-rays shipped in tests/data (see its CREDITS.md), and tiny models trained on them.
+
+Checks that need the whole Kermany splits use ../shared/data (or PNEUMONIA_SHARED_DATA) where it is
+there, and are skipped where it is not (`needs_full_data`)."""
 from __future__ import annotations
 
 import os
@@ -10,16 +13,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "tests" / "data"
 SHARED_DATA = Path(os.environ.get("PNEUMONIA_SHARED_DATA", REPO.parent / "shared" / "data"))
-KERMANY = SHARED_DATA / "chest_xray"
-FORMATS = SHARED_DATA / "formats"
+FULL_KERMANY = SHARED_DATA / "chest_xray"
+KERMANY = SHIPPED / "kermany"  # the first 40 train and 12 test images per class, by name
+FORMATS = SHIPPED / "formats"
+needs_full_data = pytest.mark.skipif(not FULL_KERMANY.is_dir(),
+                                     reason=f"needs the whole Kermany data at {FULL_KERMANY} (PNEUMONIA_SHARED_DATA)")
+# a tiny network, trained and finalized fast: fp32 without test-time views unless a test asks for more
 TINY_TRAIN_ARGS = ["--model", "test_resnet", "--no-pretrained", "--image-size", "64", "--batch-size", "8",
-                   "--mixed-precision", "no"]
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if not KERMANY.is_dir():
-        raise pytest.UsageError(f"The Kermany data is expected at {KERMANY} (set PNEUMONIA_SHARED_DATA).")
+                   "--mixed-precision", "no", "--finalize-precision", "float32", "--finalize-tta", "none"]
 
 
 def copy_subset(destination: Path, per_class: dict[str, int]) -> Path:

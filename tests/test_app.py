@@ -1,14 +1,16 @@
-"""The Gradio demo, launched for real in-process and reached through gradio_client."""
+"""The Gradio demo, launched for real and reached through gradio_client, raw HTTP calls and SIGTERM."""
 import csv
 import io
+import json
 import os
+import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -17,18 +19,18 @@ from PIL import Image
 
 import app
 from benchmarks.load_test import free_port
-from modeling import PneumoniaClassifier
+from modeling import Predictor
 
-from conftest import FORMATS, REPO, run_script
+from conftest import FORMATS, KERMANY, REPO, run_script
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    demo = app.build_demo(PneumoniaClassifier.from_pretrained(tiny_model_dir))
+    demo = app.build_demo(Predictor.from_pretrained(tiny_model_dir))
     port = free_port()
     app.serve(demo, "127.0.0.1", port)
     yield demo, Client(f"http://127.0.0.1:{port}/", verbose=False)
-    demo.close()
+    app.stop(demo)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,10 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def heatmap_array(result) -> np.ndarray:
+    return np.asarray(Image.open(result[2]).convert("RGB"), dtype=np.float32)
+
+
 def test_api_gives_the_same_probabilities_as_evaluate(server, evaluated, small_data):
     _, client = server
     images = [p for label in ("NORMAL", "PNEUMONIA") for p in sorted((small_data / "test" / label).iterdir())[:2]]
@@ -75,10 +81,79 @@ def test_api_gives_the_same_probabilities_as_evaluate(server, evaluated, small_d
         assert heatmap.size == (224, 224) and np.asarray(heatmap).std() > 5
 
 
+def test_concurrent_heatmaps_equal_each_image_asked_alone(server, small_data):
+    """8 clients x 10 requests with the heatmap on, over 10 different images, all at once: every heatmap is the
+    one that image gives alone (Grad-CAM shares nothing between requests)."""
+    demo, client = server
+    images = [p for label in ("NORMAL", "PNEUMONIA") for p in sorted((small_data / "test" / label).iterdir())[:5]]
+    alone = {path.name: (p_pneumonia(r := predict(client, path)), heatmap_array(r)) for path in images}
+
+    def session(index: int) -> list[tuple[str, float, np.ndarray]]:
+        own = Client(client.src, verbose=False)
+        answers = []
+        for r in range(10):
+            path = images[(index + r) % len(images)]
+            result = predict(own, path)
+            answers.append((path.name, p_pneumonia(result), heatmap_array(result)))
+        return answers
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [answer for answers in pool.map(session, range(8)) for answer in answers]
+    assert len(answers) == 80
+    for name, probability, heatmap in answers:
+        assert probability == pytest.approx(alone[name][0], abs=1e-6)
+        assert np.abs(heatmap - alone[name][1]).mean() < 1.0  # grey levels; PNG encoding is lossless
+
+
+def test_the_same_image_from_many_clients_twice_and_twice_in_a_batch(server, evaluated, small_data):
+    _, client = server
+    path = sorted((small_data / "test" / "PNEUMONIA").iterdir())[0]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: predict(Client(client.src, verbose=False), path), range(6)))
+    assert all(p_pneumonia(r) == pytest.approx(evaluated[path.name], abs=2e-6) for r in results)
+    first, again = predict(client, path, heatmap=False), predict(client, path, heatmap=False)  # Analyse twice
+    assert p_pneumonia(first) == p_pneumonia(again)
+    table, _ = client.predict([handle_file(str(path)), handle_file(str(path))], api_name="/predict_batch")
+    assert [row[1] for row in table["data"]] == [path.name, path.name]
+    assert table["data"][0][2] == pytest.approx(evaluated[path.name], abs=1e-4) == table["data"][1][2]
+
+
+def _call(base: str, endpoint: str, data: list) -> tuple[str, object]:
+    """Gradio's raw HTTP API: (event, payload) of the call's final event."""
+    event_id = httpx.post(f"{base}gradio_api/call/{endpoint}", json={"data": data}, timeout=60).json()["event_id"]
+    with httpx.stream("GET", f"{base}gradio_api/call/{endpoint}/{event_id}", timeout=120) as response:
+        lines = [line for line in response.iter_lines() if line]
+    event = [line.split(": ", 1)[1] for line in lines if line.startswith("event:")][-1]
+    payload = [line.split(": ", 1)[1] for line in lines if line.startswith("data:")][-1]
+    return event, json.loads(payload)
+
+
+def _upload(base: str, path: Path) -> dict:
+    with open(path, "rb") as f:
+        server_path = httpx.post(f"{base}gradio_api/upload", files={"files": (path.name, f)}, timeout=60).json()[0]
+    return {"path": server_path, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def test_a_cache_file_the_client_did_not_upload_is_refused_and_kept(server, small_data):
+    demo, client = server
+    base = client.src
+    event, outputs = _call(base, "predict", [_upload(base, sorted((small_data / "test" / "NORMAL").iterdir())[0]),
+                                             0.5, True])
+    assert event == "complete"
+    heatmap = outputs[2]["path"]  # another request's output, in Gradio's cache
+    assert Path(heatmap).is_file()
+    event, message = _call(base, "predict", [{"path": heatmap, "meta": {"_type": "gradio.FileData"}}, 0.5, False])
+    assert event == "error" and "was not uploaded to this demo" in json.dumps(message)
+    assert str(Path(heatmap).parent) not in json.dumps(message)  # the file's name at most, never its path
+    assert Path(heatmap).is_file()
+
+
 def _render_dicom_independently(path: Path) -> Image.Image:
+    """The windowing rule for grey without a window of its own, written out: the 0.5-99.5 percentiles."""
     dataset = pydicom.dcmread(path)
     pixels = dataset.pixel_array.astype(np.float64)
-    grey = np.round((pixels - pixels.min()) / (pixels.max() - pixels.min()) * 255).astype(np.uint8)
+    low, high = np.percentile(pixels, (0.5, 99.5))
+    grey = np.round((np.clip(pixels, low, high) - low) / (high - low) * 255).astype(np.uint8)
     if dataset.PhotometricInterpretation == "MONOCHROME1":
         grey = 255 - grey
     return Image.fromarray(grey)
@@ -135,10 +210,13 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
 def test_bad_input_gets_a_clear_message_and_the_server_keeps_answering(server, tmp_path, name):
-    _, client = server
+    demo, client = server
     make, message = BAD_INPUTS[name]
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(Exception, match=message) as raised:
         predict(client, save(tmp_path, name, make(tmp_path)))
+    text = str(raised.value)
+    assert name in text  # the file is named by its original name ...
+    assert str(Path(demo.GRADIO_CACHE)) not in text and str(tmp_path) not in text  # ... never by a server path
     assert p_pneumonia(predict(client, REPO / "examples" / "normal-IM-0001-0001.jpeg", heatmap=False)) > 0
 
 
@@ -154,26 +232,77 @@ def test_unusual_but_valid_images_are_analysed(server, tmp_path, name, make, not
         assert note in result[1]
 
 
-def test_uploads_are_deleted_after_the_request(server, tmp_path):
+def test_one_16_bit_array_gives_one_probability_in_every_container(server, tmp_path):
+    """16-bit PNG, 16-bit TIFF, DICOM MONOCHROME2 and DICOM MONOCHROME1 (stored inverted) of the same pixels."""
     _, client = server
-    name = f"upload-{uuid.uuid4().hex}.jpeg"
-    predict(client, save(tmp_path, name, (REPO / "examples" / "normal-IM-0003-0001.jpeg").read_bytes()))
-    upload_root = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))
-    assert upload_root.exists() and not list(upload_root.rglob(name))
+    grey = np.asarray(Image.open(sorted((KERMANY / "test" / "PNEUMONIA").iterdir())[0]).convert("L"), dtype=np.uint16)
+    values = (grey * 13 + 300).astype(np.uint16)  # 12-bit data, no window of its own
+    files = {"same.png": values, "same.tif": values}
+    paths = []
+    for name, array in files.items():
+        Image.fromarray(array).save(tmp_path / name)
+        assert Image.open(tmp_path / name).mode.startswith("I;16")
+        paths.append(tmp_path / name)
+    for photometric, stored in (("MONOCHROME2", values), ("MONOCHROME1", values.max() - values)):
+        paths.append(_dicom(tmp_path / f"same-{photometric}.dcm", stored, photometric))
+    probabilities = [p_pneumonia(predict(client, path, heatmap=False)) for path in paths]
+    assert max(probabilities) - min(probabilities) < 1e-4, probabilities
 
 
-def test_batch_mode_returns_a_table_and_a_csv(server, tmp_path, evaluated, small_data):
+def _dicom(path: Path, pixels: np.ndarray, photometric: str) -> Path:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # computed radiography
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Modality, dataset.PhotometricInterpretation = "CR", photometric
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel, dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 1, 16, 16, 15
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_large_images_sent_together_are_each_answered(server, tmp_path):
     _, client = server
-    good = sorted((small_data / "test" / "PNEUMONIA").iterdir())[:3]
+    rng = np.random.default_rng(0)
+    base = np.asarray(Image.open(REPO / "examples" / "normal-IM-0001-0001.jpeg").convert("L").resize((4800, 4800)),
+                      dtype=np.uint16) * 200
+    paths = []
+    for i in range(4):  # four 23-megapixel 16-bit PNGs (46 MB of pixels each)
+        Image.fromarray(base + rng.integers(0, 50, base.shape, dtype=np.uint16)).save(tmp_path / f"big-{i}.png")
+        paths.append(tmp_path / f"big-{i}.png")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: predict(Client(client.src, verbose=False), p, heatmap=False), paths))
+    assert all(0 <= p_pneumonia(r) <= 1 for r in results)
+
+
+def test_batch_mode_is_a_worklist_sorted_by_probability(server, tmp_path, evaluated, small_data):
+    _, client = server
+    good = [p for label in ("NORMAL", "PNEUMONIA") for p in sorted((small_data / "test" / label).iterdir())[:3]]
     bad = save(tmp_path, "broken.jpeg", b"nope")
-    table, csv_path = client.predict([handle_file(str(p)) for p in [*good, bad]], api_name="/predict_batch")
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(noise)
+    sent = [good[0], bad, *good[1:], noise]
+    table, csv_path = client.predict([handle_file(str(p)) for p in sent], api_name="/predict_batch")
     rows = table["data"]
-    assert [r[0] for r in rows] == [p.name for p in good] + ["broken.jpeg"]
-    for row, path in zip(rows, good):
-        assert row[1] == pytest.approx(evaluated[path.name], abs=1e-4)
-    assert rows[-1][1] is None and rows[-1][2].startswith("not analysed:")
+    assert table["headers"] == app.BATCH_HEADERS and [r[0] for r in rows] == list(range(1, len(sent) + 1))
+    assessed = rows[:len(good)]
+    assert sorted(r[1] for r in assessed) == sorted(p.name for p in good)
+    assert [r[2] for r in assessed] == sorted((r[2] for r in assessed), reverse=True)  # highest P first
+    for row in assessed:
+        assert row[2] == pytest.approx(evaluated[row[1]], abs=1e-4)
+        assert sent[row[4] - 1].name == row[1]  # the upload order is kept
+    assert [r[1] for r in rows[len(good):]] == ["noise.png", "broken.jpeg"]  # flagged, then unreadable
+    assert rows[-1][2] is None and rows[-1][3].startswith("not analysed: broken.jpeg")
     with open(csv_path) as f:
-        assert list(csv.reader(f))[0] == ["file", "p_pneumonia", "result"]
+        written = list(csv.reader(f))
+    assert written[0] == app.BATCH_HEADERS and [r[1] for r in written[1:]] == [r[1] for r in rows]
 
 
 def test_threshold_changes_the_decision_not_the_probability(server):
@@ -186,13 +315,62 @@ def test_threshold_changes_the_decision_not_the_probability(server):
 
 
 def test_operating_point_text_reads_the_validation_results(tiny_model_dir):
-    config = PneumoniaClassifier.from_pretrained(tiny_model_dir).config
+    config = Predictor.from_pretrained(tiny_model_dir).config
     at_operating_point = app.operating_point_text(config, round(config.threshold, 3))  # as the slider shows it
     assert f"sensitivity was **{config.validation['sensitivity']:.1%}**" in at_operating_point
     assert f"specificity **{config.validation['specificity']:.1%}**" in at_operating_point
     curve = config.validation["curve"]
     elsewhere = app.operating_point_text(config, 0.101)
     assert f"sensitivity was **{curve['sensitivity'][10]:.1%}**" in elsewhere and "threshold 0.100" in elsewhere
+
+
+def test_uploads_expire_with_the_cache_and_examples_keep_answering(tiny_model_dir, small_data):
+    demo = app.build_demo(Predictor.from_pretrained(tiny_model_dir), cache_minutes=0.05)  # 3 seconds
+    port = free_port()
+    app.serve(demo, "127.0.0.1", port)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        kept = set().union(*(getattr(block, "keep_in_cache", set()) for block in demo.blocks.values()))
+        example = next(path for path in kept if path.endswith("normal-IM-0001-0001.jpeg"))
+        upload = _upload(base, sorted((small_data / "test" / "NORMAL").iterdir())[1])
+        assert _call(base, "predict", [upload, 0.5, False])[0] == "complete"
+        time.sleep(8)  # well past the cache lifetime
+        assert not Path(upload["path"]).exists()  # uploads are not kept
+        event, message = _call(base, "predict", [upload, 0.5, False])
+        assert event == "error" and "no longer on the server" in json.dumps(message)
+        event, outputs = _call(base, "predict", [{"path": example, "meta": {"_type": "gradio.FileData"}}, 0.5, True])
+        assert event == "complete" and outputs[1].startswith("### ")
+    finally:
+        app.stop(demo)
+
+
+def _files_under(*folders: Path) -> list[Path]:
+    return [path for folder in folders for path in folder.rglob("*") if not path.is_dir()]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_server_leaves_no_file_behind(tiny_model_dir, small_data, tmp_path, stop_signal):
+    gradio_dir, temp_dir = tmp_path / "gradio", tmp_path / "tmp"
+    gradio_dir.mkdir()
+    temp_dir.mkdir()
+    port = free_port()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(gradio_dir), "TMPDIR": str(temp_dir)}
+    process = subprocess.Popen([sys.executable, "app.py", "--model", str(tiny_model_dir), "--port", str(port)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("Demo running at")
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        images = sorted((small_data / "test" / "PNEUMONIA").iterdir())[:3]
+        assert predict(client, images[0], heatmap=True)[2]
+        predict(client, images[1], heatmap=False)
+        _, csv_path = client.predict([handle_file(str(p)) for p in images], api_name="/predict_batch")
+        assert _files_under(gradio_dir)  # uploads, the heatmap and the CSV, while serving
+    finally:
+        process.send_signal(stop_signal)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert _files_under(gradio_dir, temp_dir) == []
 
 
 def test_command_line_app_with_share_keeps_serving_offline(tiny_model_dir):

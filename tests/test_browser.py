@@ -4,7 +4,7 @@ import shutil
 from playwright.sync_api import expect, sync_playwright
 
 import app
-from modeling import PneumoniaClassifier
+from modeling import Predictor
 
 from conftest import REPO
 from benchmarks.load_test import free_port
@@ -15,7 +15,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def test_upload_shows_decision_and_heatmap(tiny_model_dir, tmp_path):
-    demo = app.build_demo(PneumoniaClassifier.from_pretrained(tiny_model_dir))
+    demo = app.build_demo(Predictor.from_pretrained(tiny_model_dir))
     port = free_port()
     app.serve(demo, "127.0.0.1", port)
     try:
@@ -37,4 +37,4 @@ def test_upload_shows_decision_and_heatmap(tiny_model_dir, tmp_path):
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             browser.close()
     finally:
-        demo.close()
+        app.stop(demo)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from modeling.calibration import expected_calibration_error, fit_temperature, positive_probs, set_operating_point
-from modeling.config import ModelConfig
+from modeling.calibration import (THRESHOLD_RULES, compare_threshold_rules, expected_calibration_error, fit_temperature,
+                                  operating_point, positive_probs)
 
 
 def _overconfident(n=4000, true_temperature=2.5, seed=0):
@@ -33,43 +33,27 @@ def test_ece_is_zero_for_exact_frequencies_and_large_for_wrong_ones():
     assert expected_calibration_error(labels, 1 - probs) == pytest.approx(0.5, abs=1e-12)
 
 
-def test_set_operating_point_fills_the_config():
+def test_operating_point_fits_temperature_and_threshold_by_the_chosen_rule():
     logits, labels = _overconfident(n=1000)
-    config = ModelConfig(architecture="test_resnet")
-    at = set_operating_point(config, logits, labels, target_sensitivity=0.9, best_epoch=3)
-    assert at["recall"] >= 0.9 and config.temperature == pytest.approx(2.5, rel=0.15)
-    assert config.validation["best_epoch"] == 3 and config.validation["ece_after"] < config.validation["ece_before"]
-    assert len(config.validation["curve"]["threshold"]) == 101
-    ModelConfig.from_dict(config.to_dict())  # still a valid config
+    point = operating_point(logits, labels, positive_index=1, rule="sensitivity", target_sensitivity=0.9)
+    assert point["sensitivity"] >= 0.9 and point["temperature"] == pytest.approx(2.5, rel=0.15)
+    assert point["ece_after"] < point["ece_before"] and point["log_loss_after"] < point["log_loss_before"]
+    assert len(point["curve"]["threshold"]) == 101 and set(point["threshold_rules"]) == set(THRESHOLD_RULES)
+    assert operating_point(logits, labels, 1, "prior", 0.9)["threshold"] == 0.5
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        operating_point(logits, labels, 1, "magic", 0.9)
 
 
-def test_calibration_cli_stores_test_time_views_and_precision_and_inference_uses_them(tiny_model_dir, small_data,
-                                                                                     tmp_path):
-    import shutil
-
-    import torch
-
-    from modeling import PneumoniaClassifier, load_rgb, normalize
-    from modeling.geometry import view_matrix, warp
-    from modeling.views import DEFAULT_TTA_VIEWS
-    from modeling.inference import Predictor
-    from modeling.preprocessing import resize_transform
-
-    from conftest import run_script
-
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    run_script("-m", "modeling.calibration", str(model_dir), "--data", str(small_data), "--tta", "default",
-               "--precision", "bfloat16")
-    model = PneumoniaClassifier.from_pretrained(model_dir)
-    assert model.config.tta_views == DEFAULT_TTA_VIEWS and model.config.precision == "bfloat16"
-    image = load_rgb(next((small_data / "test" / "PNEUMONIA").iterdir()))
-    probs = Predictor(model).probabilities([image])[0]
-    pixels = resize_transform(model.config)(image).unsqueeze(0)
-    views = [view_matrix()] + [view_matrix(v["zoom"], v["degrees"]) for v in DEFAULT_TTA_VIEWS]
-    with torch.no_grad(), model.autocast():
-        logits = torch.stack([model(normalize(warp(pixels.float() / 255, m.expand(1, 2, 3)), model.config)).float()
-                              for m in views]).mean(0)
-    expected = torch.softmax(logits / model.config.temperature, dim=-1)[0].numpy()
-    np.testing.assert_allclose(probs, expected, atol=2e-2)  # bf16: batched and one-by-one runs round differently
-    assert abs(probs[0] + probs[1] - 1) < 1e-5
+def test_a_few_mislabelled_images_move_the_sensitivity_rule_not_the_prior_rule():
+    """Validation labels come from two graders: a few 'pneumonia' images that look normal drag a
+    sensitivity-target threshold down, and bootstrap resampling shows how far it wanders."""
+    rng = np.random.default_rng(0)
+    positive = np.r_[np.ones(540), np.zeros(200)].astype(int)
+    probs = np.r_[rng.beta(8, 1.5, 540), rng.beta(1.5, 8, 200)]
+    probs[:30] = rng.uniform(0.01, 0.1, 30)  # 30 'pneumonia' labels on images the model calls clearly normal
+    rules = compare_threshold_rules(positive, probs, target_sensitivity=0.95, n_boot=200)
+    sensitivity, prior = rules["sensitivity"], rules["prior"]
+    assert sensitivity["threshold"] < 0.1  # pulled down among the mislabelled images
+    assert prior["bootstrap_std"] == 0 and prior["threshold"] == 0.5
+    assert sensitivity["bootstrap_std"] > 0 and sensitivity["specificity"] < prior["specificity"]
+    assert all(r["bootstrap_p05"] <= r["threshold"] <= r["bootstrap_p95"] + 1e-9 for r in rules.values())

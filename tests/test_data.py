@@ -12,7 +12,7 @@ from modeling.data import (BalancedSampler, DecodedImages, decode_once, drop_unr
                            load_data, patient_id)
 from modeling.preprocessing import load_rgb, resize_transform
 
-from conftest import KERMANY, copy_subset
+from conftest import FULL_KERMANY, copy_subset, needs_full_data
 
 
 @pytest.mark.parametrize("name, patient", [
@@ -25,10 +25,11 @@ def test_patient_id_from_kermany_file_names(name, patient):
     assert patient_id(name) == patient
 
 
+@needs_full_data
 def test_validation_split_of_full_train_is_patient_grouped_and_stratified():
     names, labels = [], []
     for label, folder in enumerate(("NORMAL", "PNEUMONIA")):
-        files = sorted(p.name for p in (KERMANY / "train" / folder).iterdir())
+        files = sorted(p.name for p in (FULL_KERMANY / "train" / folder).iterdir())
         names += files
         labels += [label] * len(files)
     train_idx, val_idx = grouped_validation_split(names, labels, val_fraction=0.15, seed=42)

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import load_file, save_file
 
-from modeling import ModelLoadError, PneumoniaClassifier
+from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
 from modeling.hub import build_card, model_operations, space_operations
 
 from conftest import KERMANY, REPO, run_script
@@ -35,7 +35,8 @@ def evaluated_model(tiny_model_dir, small_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_cache(evaluated_model, tmp_path_factory):
     cache = tmp_path_factory.mktemp("hf-cache")
-    files = {name: (evaluated_model / name).read_bytes() for name in ("model.safetensors", "config.json")}
+    files = {name: (evaluated_model / name).read_bytes()
+             for name in ("model.safetensors", "config.json", "ood.safetensors", "split.json")}
     add_to_hub_cache(cache, REPO_ID, files)
     older = json.loads(files["config.json"])
     older["inference"]["threshold"] = 0.123
@@ -60,6 +61,20 @@ def test_from_pretrained_reads_a_hub_id_from_the_offline_cache(hub_cache, evalua
     threshold, old_threshold, architecture = json.loads(result.stdout.strip().splitlines()[-1])
     assert threshold == PneumoniaClassifier.from_pretrained(evaluated_model).config.threshold
     assert old_threshold == 0.123 and architecture == "test_resnet"
+
+
+def test_predictor_loads_a_hub_revision_with_its_side_files_from_the_offline_cache(hub_cache, evaluated_model):
+    image = sorted((KERMANY / "test" / "PNEUMONIA").iterdir())[0]
+    code = ("from modeling import Predictor, load_rgb; import json;"
+            f"p = Predictor.from_pretrained('{REPO_ID}'); v0 = Predictor.from_pretrained('{REPO_ID}', revision='v0');"
+            f"image = load_rgb('{image}');"
+            "print(json.dumps([p.probabilities([image])[0].tolist(), v0.config.threshold, p.ood is not None]))")
+    result = _script(code, _offline_env(hub_cache))
+    assert result.returncode == 0, result.stderr
+    probs, old_threshold, has_detector = json.loads(result.stdout.strip().splitlines()[-1])
+    local = Predictor.from_pretrained(evaluated_model).probabilities([load_rgb(image)])[0]
+    np.testing.assert_allclose(probs, local, atol=1e-6)
+    assert old_threshold == 0.123 and has_detector
 
 
 def test_timm_hf_hub_loader_gives_the_same_logits(hub_cache):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling import PneumoniaClassifier
+from modeling import Predictor
 from modeling.non_xray import assemble
-from modeling.ood import StagedDetector, fit_detector
+from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, fit_detector, ood_verdicts
 from modeling.robustness import PERTURBATIONS
 
 from conftest import REPO, run_script
@@ -17,33 +17,41 @@ def test_feature_density_scores_far_points_higher():
     basis = rng.normal(size=(8, 32))
     train = rng.normal(size=(500, 8)) @ basis + 0.01 * rng.normal(size=(500, 32))
     validation = rng.normal(size=(200, 8)) @ basis + 0.01 * rng.normal(size=(200, 32))
-    density = fit_detector(train, validation, quantile=0.99, components=8)
-    inside = density.score(validation)
-    assert np.mean(inside > density.threshold) <= 0.02
+    density, threshold = fit_detector(train, validation, quantile=0.99, components=8)
+    assert np.mean(density.score(validation) > threshold) <= 0.02
     off_subspace = validation + 0.5 * rng.normal(size=validation.shape)  # leaves the training subspace
     far_along = validation * 6  # stays in it, but much further out
-    assert density.is_outlier(off_subspace).mean() > 0.95 and density.is_outlier(far_along).mean() > 0.95
+    assert (density.score(off_subspace) > threshold).mean() > 0.95
+    assert (density.score(far_along) > threshold).mean() > 0.95
 
 
 def test_an_outlier_at_one_stage_is_caught_even_if_the_others_look_normal():
     rng = np.random.default_rng(3)
     train, validation = rng.normal(size=(400, 6 + 10)), rng.normal(size=(200, 6 + 10))
-    detector = fit_detector(train, validation, quantile=0.99, components=4, sizes=[6, 10])
-    assert np.mean(detector.is_outlier(validation)) <= 0.02
+    detector, threshold = fit_detector(train, validation, quantile=0.99, components=4, sizes=[6, 10])
+    assert np.mean(detector.score(validation) > threshold) <= 0.02
     odd_first_stage = validation.copy()
     odd_first_stage[:, :6] *= 8  # only the first stage's features are unusual
-    assert detector.is_outlier(odd_first_stage).mean() > 0.95
+    assert (detector.score(odd_first_stage) > threshold).mean() > 0.95
     assert (detector.stage_scores(odd_first_stage)[:, 0] > detector.stage_scores(odd_first_stage)[:, 1]).all()
 
 
 def test_detector_round_trips_through_safetensors(tmp_path):
     rng = np.random.default_rng(1)
-    detector = fit_detector(rng.normal(size=(50, 9)), rng.normal(size=(30, 9)), 0.95, components=3, sizes=[4, 5])
-    detector.save(tmp_path / "ood.safetensors")
-    loaded = StagedDetector.load(tmp_path / "ood.safetensors")
+    detector, _ = fit_detector(rng.normal(size=(50, 9)), rng.normal(size=(30, 9)), 0.95, components=3, sizes=[4, 5])
+    detector.save(tmp_path / "ood.safetensors", {"fitted_for": "{}"})
+    loaded, metadata = StagedDetector.load(tmp_path / "ood.safetensors")
     probe = rng.normal(size=(5, 9))
     np.testing.assert_allclose(loaded.score(probe), detector.score(probe), rtol=1e-4)
-    assert loaded.sizes == [4, 5] and loaded.threshold == pytest.approx(detector.threshold, rel=1e-6)
+    assert loaded.sizes == [4, 5] and metadata["fitted_for"] == "{}"
+
+
+def test_verdicts_tell_unlike_training_xrays_from_non_xrays():
+    settings = {"threshold": 1.0, "not_xray_threshold": 3.0, "not_xray_stages": [0, 1]}
+    scores = np.array([[0.5, 0.9, 0.8],    # close at every stage
+                       [0.9, 1.5, 4.0],    # X-ray-like texture, unusual content: another population's X-ray
+                       [5.0, 2.0, 9.0]])   # unusual texture as well: not an X-ray
+    assert list(ood_verdicts(scores, settings)) == [IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY]
 
 
 def test_non_xray_set_has_over_100_described_images(tmp_path):
@@ -62,47 +70,42 @@ def test_robustness_changes_are_mild_and_keep_rgb(name):
     assert 0 < np.abs(a - b).mean() < 60  # changed, but still the same picture
 
 
-def test_fitted_detector_travels_with_the_model_and_evaluate_reports_it(tiny_model_dir, small_data, tmp_path):
-    import shutil
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    run_script("-m", "modeling.ood", "fit", str(model_dir), "--data", str(small_data), "--components", "8")
-    model = PneumoniaClassifier.from_pretrained(model_dir)
-    assert model.ood is not None and model.config.ood["file"] == "ood.safetensors"
+def test_finalized_detector_travels_with_the_model_and_evaluate_reports_it(tiny_model_dir, small_data, tmp_path):
+    predictor = Predictor.from_pretrained(tiny_model_dir)
+    assert predictor.ood is not None and predictor.config.ood["file"] == "ood.safetensors"
     noise_dir = tmp_path / "noise"
     noise_dir.mkdir()
     for i in range(3):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(noise_dir / f"{i}.png")
     out = tmp_path / "eval"
-    result = run_script("evaluate.py", "--model", str(model_dir), "--data", str(small_data), "--output-dir", str(out),
-                        "--bootstrap", "20", "--ood-images", str(noise_dir), "--robustness")
+    result = run_script("evaluate.py", "--model", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+                        str(out), "--bootstrap", "20", "--ood-images", str(noise_dir), "--robustness")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ood"]["test_xrays"] == 24 and metrics["ood"]["non_xray"][0]["images"] == 3
+    assert sum(metrics["ood"]["non_xray"][0]["verdicts"].values()) == 3
     assert set(metrics["robustness"]) == set(PERTURBATIONS)
     assert "test X-rays flagged" in result.stdout and "| letterbox 4:3 |" in result.stdout
 
 
-def test_demo_says_not_an_xray_for_noise(tiny_model_dir, small_data, tmp_path):
-    import shutil
-
+def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
     from gradio_client import Client, handle_file
 
     import app
     from benchmarks.load_test import free_port
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    run_script("-m", "modeling.ood", "fit", str(model_dir), "--data", str(small_data), "--components", "8")
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(noise)
-    demo = app.build_demo(PneumoniaClassifier.from_pretrained(model_dir))
+    predictor = Predictor.from_pretrained(tiny_model_dir)
+    assert predictor.analyse([Image.open(noise)]).verdicts[0] == NOT_AN_XRAY
+    demo = app.build_demo(predictor)
     port = free_port()
     app.serve(demo, "127.0.0.1", port)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         for heatmap in (True, False):
-            label, decision, _ = client.predict(handle_file(str(noise)), heatmap=heatmap, api_name="/predict")
+            label, decision, shown = client.predict(handle_file(str(noise)), heatmap=heatmap, api_name="/predict")
             assert decision.startswith("### This does not look like a chest X-ray") and not label.get("confidences")
+            assert shown is None
         table, _ = client.predict([handle_file(str(noise))], api_name="/predict_batch")
-        assert table["data"][0][2].startswith("does not look like a chest X-ray")
+        assert table["data"][0][3].startswith("does not look like a chest X-ray")
     finally:
-        demo.close()
+        app.stop(demo)

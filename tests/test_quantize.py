@@ -1,61 +1,45 @@
-"""int8 inference: calibrated on real images by the CLI, saved, reloaded, and close to the float model."""
+"""int8 inference: calibrated on real images by modeling.finalize, saved, reloaded, and close to the float model."""
+import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from modeling import ModelLoadError, PneumoniaClassifier, load_rgb
+from modeling import ModelLoadError, Predictor, load_rgb
 from modeling.config import ConfigError, ModelConfig
-from modeling.inference import Predictor
-from modeling.quantize import CALIBRATION_NAME, Int8CalibrationError
+from modeling.quantize import CALIBRATION_NAME, Int8CalibrationError, Int8Forward
 
 from conftest import run_script
 
 
 @pytest.fixture(scope="module")
 def int8_model_dir(tiny_model_dir, small_data, tmp_path_factory):
-    """The tiny model, calibrated for int8 and switched to it by the two CLIs, as the README says."""
+    """The tiny run finalized for int8 without test-time views (one graph per batch size, fewer compiles)."""
     model_dir = tmp_path_factory.mktemp("int8") / "model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    run_script("-m", "modeling.quantize", str(model_dir), "--data", str(small_data), "--images", "32",
-               "--batch-size", "8")
-    run_script("-m", "modeling.calibration", str(model_dir), "--data", str(small_data), "--precision", "int8")
+    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+               str(model_dir), "--precision", "int8", "--tta", "none", "--int8-images", "32")
     return model_dir
 
 
 def test_int8_model_is_saved_with_its_calibration_and_gives_the_float_answers(int8_model_dir, small_data):
-    model = PneumoniaClassifier.from_pretrained(int8_model_dir)
-    assert model.config.precision == "int8" and model.config.quantization["calibration_images"] == 32
-    assert (int8_model_dir / CALIBRATION_NAME).is_file() and model.int8_calibration
+    predictor = Predictor.from_pretrained(int8_model_dir)
+    config = predictor.config
+    assert config.precision == "int8" and config.quantization["calibration_images"] == 32
+    assert (int8_model_dir / CALIBRATION_NAME).is_file() and isinstance(predictor.forward, Int8Forward)
 
     images = [load_rgb(path) for label in ("PNEUMONIA", "NORMAL")
               for path in sorted((small_data / "test" / label).iterdir())[:3]]
-    int8_probs = Predictor(model).probabilities(images)  # one image at a time: one compiled graph
-    model.config.precision = "float32"  # the same weights, views and temperature in plain float
-    float_probs = Predictor(model).probabilities(images)
+    int8_probs = predictor.probabilities(images)  # one image at a time: one compiled graph
+    float_probs = Predictor(predictor.model, precision="float32").probabilities(images)  # same weights, plain float
     assert int8_probs.shape == (6, 2) and np.allclose(int8_probs.sum(1), 1)
     assert np.abs(int8_probs - float_probs).max() < 0.05
-
-
-def test_int8_runs_inside_a_bf16_autocast_and_saves_its_calibration_again(int8_model_dir, tmp_path):
-    model = PneumoniaClassifier.from_pretrained(int8_model_dir)
-    pixels = torch.randn(2, 3, model.config.image_size, model.config.image_size)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # how evaluate.py and Predictor call it
-        logits, features = model.inference_forward()(pixels)
-    assert logits.dtype == torch.float32 and logits.shape == (2, 2) and len(features) == 2
-    model.save_model_files(tmp_path / "copy")
-    copy = PneumoniaClassifier.from_pretrained(tmp_path / "copy")
-    assert copy.config.precision == "int8"
-    saved = copy.int8_calibration
-    assert saved.keys() == model.int8_calibration.keys()
-    assert all(torch.equal(saved[name], tensor) for name, tensor in model.int8_calibration.items())
 
 
 def test_int8_without_calibration_is_refused():
     config = ModelConfig(architecture="test_resnet").to_dict()
     config["inference"]["precision"] = "int8"
-    with pytest.raises(ConfigError, match="modeling.quantize"):
+    with pytest.raises(ConfigError, match="int8 calibration"):
         ModelConfig.from_dict(config)
 
 
@@ -64,26 +48,26 @@ def test_broken_or_mismatched_int8_calibration_is_a_clear_error(int8_model_dir, 
     shutil.copytree(int8_model_dir, broken)
     (broken / CALIBRATION_NAME).write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadError, match="int8 calibration"):
-        PneumoniaClassifier.from_pretrained(broken)
+        Predictor.from_pretrained(broken)
 
-    model = PneumoniaClassifier.from_pretrained(int8_model_dir)
-    model.int8_calibration = dict(list(model.int8_calibration.items())[:-2])  # two observers short
+    predictor = Predictor.from_pretrained(int8_model_dir)
+    calibration = predictor.forward.calibration
+    short = Int8Forward(predictor.model, dict(list(calibration.items())[:-2]))  # two observers short
     with pytest.raises(Int8CalibrationError, match="re-run"):
-        model.inference_forward()(torch.zeros(1, 3, model.config.image_size, model.config.image_size))
+        short(torch.zeros(1, 3, predictor.config.image_size, predictor.config.image_size))
 
 
 def test_one_process_predicts_a_saved_split_in_every_precision(int8_model_dir, small_data):
-    """accelerate fixes mixed precision once per process; config.json's precision must still be honoured."""
-    from modeling.inference import predict_saved_split
-
-    model = PneumoniaClassifier.from_pretrained(int8_model_dir)
+    """One process runs fp32, bf16 and int8 side by side: precision belongs to each Predictor, not to the process."""
+    predictor = Predictor.from_pretrained(int8_model_dir)
     logits = {}
     for precision in ("float32", "bfloat16", "int8"):
-        model.config.precision = precision
-        _, logits[precision], _ = predict_saved_split(model, str(small_data), int8_model_dir / "split.json",
-                                                      "validation")
+        runner = predictor if precision == "int8" else Predictor(predictor.model, precision=precision)
+        _, logits[precision], _ = runner.predict_saved_split(str(small_data), int8_model_dir / "split.json",
+                                                             "validation")
     scale = np.abs(logits["float32"]).max() + 1
     assert not np.array_equal(logits["bfloat16"], logits["float32"])  # bf16 really ran
     assert not np.array_equal(logits["int8"], logits["bfloat16"])  # and so did int8
     assert np.abs(logits["bfloat16"] - logits["float32"]).max() < 0.1 * scale
     assert np.abs(logits["int8"] - logits["float32"]).max() < 0.1 * scale
+    assert json.loads((int8_model_dir / "config.json").read_text())["inference"]["precision"] == "int8"

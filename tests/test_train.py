@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from modeling import PneumoniaClassifier
+from modeling import PneumoniaClassifier, Predictor
 from modeling.checkpointing import latest_checkpoint
 from modeling.data import patient_id
 
@@ -22,12 +22,15 @@ METRIC_KEYS = {"n", "threshold", "accuracy", "precision", "recall", "specificity
                "confusion_matrix", "ci95", "at_0.5"}
 
 
-def test_training_writes_a_loadable_model_folder(tiny_model_dir):
-    model = PneumoniaClassifier.from_pretrained(tiny_model_dir)
-    assert model.config.architecture == "test_resnet" and model.config.label_names == ("NORMAL", "PNEUMONIA")
-    assert 0 < model.config.threshold < 1
-    assert model.config.validation["sensitivity"] >= 0.95  # the default target sensitivity
+def test_training_writes_a_finalized_model_folder(tiny_model_dir):
+    predictor = Predictor.from_pretrained(tiny_model_dir)  # every artifact fitted for what config.json deploys
+    config = predictor.config
+    assert config.architecture == "test_resnet" and config.label_names == ("NORMAL", "PNEUMONIA")
+    assert 0 < config.threshold < 1 and config.precision == "float32" and config.tta_views == []
+    assert config.validation["sensitivity"] >= 0.95  # the default rule: target sensitivity 0.95
+    assert predictor.ood is not None
     log = json.loads((tiny_model_dir / "training_log.json").read_text())
+    assert "threshold" not in log and "temperature" not in log  # the deployed scalars live in config.json only
     # each epoch validates the weights and their moving average; the better of all is kept
     assert [(r["epoch"], r["weights"]) for r in log["history"]] == [(1, "weights"), (1, "ema"), (2, "weights"), (2, "ema")]
     best = max(log["history"], key=lambda r: r["val_roc_auc"])
@@ -84,7 +87,7 @@ def test_two_process_distributed_training(small_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     log = json.loads((tmp_path / "training_log.json").read_text())
     assert log["num_processes"] == 2 and [r["epoch"] for r in log["history"]] == [1, 1, 2, 2]
-    PneumoniaClassifier.from_pretrained(tmp_path)
+    Predictor.from_pretrained(tmp_path)
 
 
 def _assert_checkpoint_complete(root: Path) -> None:

@@ -1,0 +1,181 @@
+"""From trained weights to a deployable model folder, in one pass fitted for what will be deployed.
+
+    python -m modeling.finalize RUN_DIR --data DIR_OR_ID [--output-dir DIR] [--precision int8|bfloat16|float32]
+                                [--tta default|none] [--threshold-rule sensitivity|youden|prior]
+                                [--target-sensitivity 0.95] [--weights-dtype float32|bfloat16]
+
+RUN_DIR is a training run's folder (model.safetensors, config.json, split.json). In the deployed
+precision and test-time views, on the training split that the run saved:
+1. the weights are written in --weights-dtype (bf16 halves every download), and everything below
+   is fitted on exactly those weights;
+2. int8 only: activation ranges measured on training images, each with the views
+   (`int8-calibration.safetensors`);
+3. temperature and threshold fitted on validation (the threshold by --threshold-rule; every rule's
+   bootstrap spread is recorded beside it);
+4. the out-of-distribution detector fitted on train features, scaled on validation (`ood.safetensors`).
+Each artifact records what it was fitted for, and config.json is written once, last. train.py
+runs this at its end with its own defaults.
+"""
+from __future__ import annotations
+
+from .runtime import use_tcmalloc
+
+if __name__ == "__main__":
+    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+
+import argparse  # noqa: E402
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .artifacts import deployment, file_metadata
+from .calibration import THRESHOLD_RULES, operating_point
+from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, \
+    saved_split_indices
+from .files import SPLIT_NAME, ModelLoadError
+from .inference import Predictor, default_device
+from .model import PneumoniaClassifier
+from .ood import OOD_FILE, fit_detector
+from .preprocessing import normalize
+from .quantize import CALIBRATION_NAME, calibrate, save_calibration
+from .views import DEFAULT_TTA_VIEWS, normalized_views
+
+RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # copied along when --output-dir is elsewhere
+WEIGHTS_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def default_precision() -> str:
+    """int8 where finalizing runs on a CPU (its int8 kernels are the CPU's), bf16 on a GPU."""
+    return "int8" if default_device().type == "cpu" else "bfloat16"
+
+
+def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The deployment options, shared with train.py (which finalizes its run at the end)."""
+    parser.add_argument(f"--{prefix}precision", choices=["int8", "bfloat16", "float32"], default=None,
+                        help="inference precision to deploy and fit for (default: int8 on a CPU, bfloat16 on a GPU)")
+    parser.add_argument(f"--{prefix}tta", choices=["default", "none"], default="default",
+                        help=f"test-time views: the image as is plus {DEFAULT_TTA_VIEWS} (default), or the image alone")
+    parser.add_argument(f"--{prefix}threshold-rule", choices=list(THRESHOLD_RULES), default="sensitivity",
+                        help="; ".join(f"{name}: {meaning}" for name, (_, meaning) in THRESHOLD_RULES.items()))
+    parser.add_argument(f"--{prefix}target-sensitivity", type=float, default=0.95,
+                        help="for --threshold-rule sensitivity")
+    parser.add_argument(f"--{prefix}weights-dtype", choices=list(WEIGHTS_DTYPES), default="float32",
+                        help="how the weights are stored (bfloat16 halves the download; they run as float32)")
+    parser.add_argument(f"--{prefix}ood-quantile", type=float, default=0.995,
+                        help="validation quantile at which an X-ray counts as unlike the training X-rays")
+    parser.add_argument(f"--{prefix}int8-images", type=int, default=256, help="training images to calibrate int8 on")
+
+
+def _int8_calibration(network: PneumoniaClassifier, data: str, split_file: Path, images: int,
+                      batch_size: int = 32) -> tuple[dict[str, torch.Tensor], int]:
+    """Activation ranges on `images` training-side images of the saved split, each with the test-time views."""
+    config = network.config
+    train = load_data(data)["train"]
+    chosen = saved_split_indices(train, split_file, "train")
+    order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(0))[:images].tolist()
+    decoded = decode_once(train.select([chosen[i] for i in order]), config,
+                          label_mapping(label_names(train), config.label_names))
+    loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=batch_size, collate_fn=first,
+                        drop_last=True)
+    batches = (normalized_views(normalize(batch["pixel_values"], config), config.tta_views, config)
+               for batch in loader)
+    return calibrate(network.cpu().eval(), batches), len(loader) * batch_size
+
+
+def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,
+             tta: str = "default", threshold_rule: str = "sensitivity", target_sensitivity: float = 0.95,
+             weights_dtype: str = "float32", ood_quantile: float = 0.995, int8_images: int = 256,
+             log=print) -> dict[str, Any]:
+    """Make `output_dir` (default: `run_dir` itself) a deployable model folder; returns config.json's
+    `validation` record."""
+    run_dir, out = Path(run_dir), Path(output_dir or run_dir)
+    precision = precision or default_precision()
+    started = time.time()
+    network = PneumoniaClassifier.from_pretrained(run_dir)
+    config = network.config
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != run_dir.resolve():
+        for name in RUN_FILES:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, out / name)
+    if not (out / SPLIT_NAME).exists():
+        raise ModelLoadError(f"{run_dir} has no {SPLIT_NAME}: finalize fits on the split its training run saved.")
+
+    # 1. the weights as they will be deployed (config.json comes last, so that a half-finished folder is refused)
+    config.precision = "float32"  # until the int8 calibration exists; the final value is written at the end
+    config.tta_views = list(DEFAULT_TTA_VIEWS) if tta == "default" else []
+    config.ood, config.quantization, config.validation = {}, {}, {}
+    network.save_model_files(out, weights_dtype=WEIGHTS_DTYPES[weights_dtype])
+    network = PneumoniaClassifier.from_pretrained(out)  # exactly the stored (possibly rounded) weights
+    config = network.config
+    config.tta_views = list(DEFAULT_TTA_VIEWS) if tta == "default" else []
+    config.precision = precision
+    fitted_for = deployment(config, out)
+    split_file = out / SPLIT_NAME
+
+    # 2. int8: activation ranges
+    calibration = None
+    if precision == "int8":
+        calibration, count = _int8_calibration(network, data, split_file, int8_images)
+        save_calibration(calibration, out / CALIBRATION_NAME, file_metadata(fitted_for))
+        config.quantization = {"file": CALIBRATION_NAME, "calibration_images": count,
+                               "method": "static PTQ, torchao PT2E X86InductorQuantizer (default config)",
+                               "source": "training side of split.json, with the test-time views",
+                               "fitted_for": fitted_for}
+        log(f"int8 calibration on {count} training images ({1 + len(config.tta_views)} view(s) each)")
+    else:
+        (out / CALIBRATION_NAME).unlink(missing_ok=True)  # a stale one from an earlier int8 finalize
+
+    # 3. and 4. predictions in the deployed precision and views: int8 runs on the CPU, the rest where it is fastest
+    predictor = Predictor(network, int8_calibration=calibration, device="cpu" if precision == "int8" else None)
+    labels, logits, _, val_features = predictor.predict_saved_split(data, split_file, "validation", with_features=True)
+    point = operating_point(logits, labels, config.positive_index, threshold_rule, target_sensitivity)
+    config.temperature, config.threshold = point.pop("temperature"), point.pop("threshold")
+    config.validation = {**point, "temperature": config.temperature, "fitted_for": fitted_for}
+    log(f"{1 + len(config.tta_views)} view(s), {precision}: temperature {config.temperature:.4f} (validation ECE "
+        f"{point['ece_before']:.4f} -> {point['ece_after']:.4f}); threshold {config.threshold:.4f} ({threshold_rule}): "
+        f"validation sensitivity {point['sensitivity']:.4f}, specificity {point['specificity']:.4f} on {point['n']}")
+    for name, rule in point["threshold_rules"].items():
+        log(f"  rule {name:<12} threshold {rule['threshold']:.4f} (bootstrap 5-95%: {rule['bootstrap_p05']:.4f}-"
+            f"{rule['bootstrap_p95']:.4f}), sensitivity {rule['sensitivity']:.4f}, specificity {rule['specificity']:.4f}")
+
+    # the OOD features are those of the image as is, which the views do not change: train once, without views
+    train_features = predictor.predict_saved_split(data, split_file, "train", with_features=True, views=False)[3]
+    detector, threshold = fit_detector(train_features, val_features, ood_quantile, sizes=network.feature_sizes())
+    detector.save(out / OOD_FILE, file_metadata(fitted_for))
+    config.ood = {"file": OOD_FILE, "quantile": ood_quantile, "components": detector.stages[0].components.shape[0],
+                  "stages": network.feature_stages(), "threshold": threshold, "fitted_for": fitted_for}
+    log(f"out-of-distribution detector on {len(train_features)} training X-rays: threshold {threshold:.3f} "
+        f"(validation quantile {ood_quantile})")
+
+    config.save(out / "config.json")
+    log(f"finalized {out} in {time.time() - started:.0f} s")
+    return config.validation
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", required=True, help="the imagefolder or Hub dataset id the run was trained on")
+    parser.add_argument("--output-dir", type=Path, help="where to write the deployable folder (default: RUN_DIR)")
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        finalize(args.run_dir, args.data, args.output_dir, precision=args.precision, tta=args.tta,
+                 threshold_rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
+                 weights_dtype=args.weights_dtype, ood_quantile=args.ood_quantile, int8_images=args.int8_images)
+    except (ModelLoadError, DataLoadError) as error:
+        sys.exit(str(error))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""modeling.finalize: a tiny trained run made deployable in fp32, bf16 and int8, then used by evaluate and the
+app with identical probabilities; artifacts fitted for other settings are refused with the refit command."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from safetensors import safe_open
+
+import app
+from benchmarks.load_test import free_port
+from modeling import ModelLoadError, Predictor, load_rgb
+from modeling.files import WEIGHTS_NAME
+from modeling.ood import OOD_FILE
+from modeling.quantize import CALIBRATION_NAME
+
+from conftest import run_script
+
+PRECISIONS = ["float32", "bfloat16", "int8"]
+
+
+@pytest.fixture(scope="module", params=PRECISIONS)
+def finalized(request, tiny_model_dir, small_data, tmp_path_factory):
+    """The tiny run finalized by the CLI, with the default test-time views, into a folder of its own."""
+    out = tmp_path_factory.mktemp(f"final-{request.param}") / "model"
+    extra = ["--int8-images", "16"] if request.param == "int8" else []
+    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(out),
+               "--precision", request.param, "--tta", "default", *extra)
+    return request.param, out
+
+
+def test_finalize_fits_every_artifact_for_the_deployed_settings(finalized):
+    precision, folder = finalized
+    config = json.loads((folder / "config.json").read_text())["inference"]
+    assert config["precision"] == precision and len(config["tta_views"]) == 3
+    records = [config["validation"]["fitted_for"], config["ood"]["fitted_for"]]
+    files = [OOD_FILE] + ([CALIBRATION_NAME] if precision == "int8" else [])
+    if precision == "int8":
+        records.append(config["quantization"]["fitted_for"])
+    for name in files:
+        with safe_open(str(folder / name), "pt") as f:
+            records.append(json.loads(f.metadata()["fitted_for"]))
+            assert "threshold" not in f.keys()  # scalars live in config.json only
+    assert all(record == records[0] for record in records)
+    assert records[0]["precision"] == precision and len(records[0]["views"]) == 3
+    assert (folder / CALIBRATION_NAME).exists() == (precision == "int8")
+    assert "threshold" not in json.loads((folder / "training_log.json").read_text())
+
+
+def test_evaluate_predictor_and_app_give_identical_probabilities(finalized, small_data, tmp_path):
+    precision, folder = finalized
+    out = tmp_path / "eval"
+    run_script("evaluate.py", "--model", str(folder), "--data", str(small_data), "--output-dir", str(out),
+               "--bootstrap", "20")
+    with open(out / "predictions.csv") as f:
+        evaluated = {row["image"]: float(row["prob_pneumonia"]) for row in csv.DictReader(f)}
+    paths = [sorted((small_data / "test" / label).iterdir())[0] for label in ("NORMAL", "PNEUMONIA")]
+    predictor = Predictor.from_pretrained(folder)
+    assert predictor.precision == precision and predictor.device.type == "cpu"
+    mine = predictor.probabilities([load_rgb(path) for path in paths], batch_size=1)[:, 1]
+    demo = app.build_demo(predictor)
+    port = free_port()
+    app.serve(demo, "127.0.0.1", port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        served = [next(c["confidence"] for c in client.predict(handle_file(str(path)), heatmap=False,
+                                                               api_name="/predict")[0]["confidences"]
+                       if c["label"] == "PNEUMONIA") for path in paths]
+    finally:
+        app.stop(demo)
+    # evaluate batches images; int8 and bf16 kernels round a little differently per batch size
+    tolerance = 1e-5 if precision == "float32" else 2e-2
+    for path, p_mine, p_served in zip(paths, mine, served):
+        assert p_served == pytest.approx(p_mine, abs=1e-6)  # the app is the Predictor
+        assert evaluated[path.name] == pytest.approx(p_mine, abs=tolerance)
+
+
+def _copy(folder, tmp_path, name):
+    target = tmp_path / name
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints", "eval"))
+    return target
+
+
+def test_artifacts_fitted_for_other_settings_are_refused_with_the_refit_command(tiny_model_dir, small_data, tmp_path):
+    folder = tmp_path / "fp32"
+    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(folder),
+               "--precision", "float32", "--tta", "none")
+    Predictor.from_pretrained(folder)  # as finalized: fine
+
+    switched = _copy(folder, tmp_path, "switched")  # precision changed by hand, nothing refitted
+    config = json.loads((switched / "config.json").read_text())
+    config["inference"]["precision"] = "bfloat16"
+    (switched / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"fitted for float32 .* deploys bfloat16.*python -m modeling\.finalize"):
+        Predictor.from_pretrained(switched)
+
+    other = tmp_path / "views"  # a detector fitted with other views, copied in with its config entry
+    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(other),
+               "--precision", "float32", "--tta", "default")
+    swapped = _copy(folder, tmp_path, "swapped")
+    shutil.copy(other / OOD_FILE, swapped / OOD_FILE)
+    with pytest.raises(ModelLoadError, match="out-of-distribution detector was fitted for float32 with 4 view"):
+        Predictor.from_pretrained(swapped)
+
+    retrained = _copy(folder, tmp_path, "retrained")  # new weights under old artifacts
+    weights = (retrained / WEIGHTS_NAME).read_bytes()
+    (retrained / WEIGHTS_NAME).write_bytes(weights[:-4] + bytes(4))
+    with pytest.raises(ModelLoadError, match="weights_sha256 differ"):
+        Predictor.from_pretrained(retrained)
+
+
+def test_bf16_weights_halve_the_file_and_keep_the_answers(tiny_model_dir, small_data, tmp_path):
+    folders = {}
+    for dtype in ("float32", "bfloat16"):
+        folders[dtype] = tmp_path / dtype
+        run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+                   str(folders[dtype]), "--precision", "float32", "--tta", "none", "--weights-dtype", dtype)
+    sizes = {dtype: (folder / WEIGHTS_NAME).stat().st_size for dtype, folder in folders.items()}
+    assert sizes["bfloat16"] < 0.55 * sizes["float32"]
+    images = [load_rgb(path) for path in sorted((small_data / "test" / "PNEUMONIA").iterdir())[:4]]
+    probs = {dtype: Predictor.from_pretrained(folder).probabilities(images) for dtype, folder in folders.items()}
+    assert np.abs(probs["bfloat16"] - probs["float32"]).max() < 0.02
