@@ -16,8 +16,10 @@ import contextlib
 import csv
 import io
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -32,6 +34,8 @@ if __name__ == "__main__":
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from gradio.utils import NamedString  # noqa: E402
 
 from modeling import ImageLoadError, ModelLoadError, Predictor, read_image, to_rgb  # noqa: E402
 from modeling.explain import overlay, preview  # noqa: E402
@@ -75,6 +79,16 @@ def operating_point_text(config, threshold: float) -> str:
             f"and specificity **{specificity:.1%}** ({config.validation.get('n', '?')} children's X-rays "
             f"held out from training). The model's operating threshold is {config.threshold:.3f}. "
             "Expect lower specificity on new data.")
+
+
+class UploadedFile(gr.File):
+    """`gr.File(type="filepath")` without its leak: Gradio 6.31 opens an empty NamedTemporaryFile in its cache
+    for every file a request names and never closes or deletes it. This hands the function the cached
+    upload's path and nothing more; `is_template` has the browser render it as a plain File."""
+    is_template = True
+
+    def _process_single_file(self, f) -> NamedString:
+        return NamedString(f.path)
 
 
 class Uploads:
@@ -201,7 +215,7 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
         with gr.Tab("Single image"):
             with gr.Row():
                 with gr.Column():
-                    file_in = gr.File(label="Chest X-ray: PNG, JPEG, TIFF, BMP or DICOM", type="filepath")
+                    file_in = UploadedFile(label="Chest X-ray: PNG, JPEG, TIFF, BMP or DICOM", type="filepath")
                     threshold = gr.Slider(0.0, 1.0, value=round(config.threshold, 3), step=0.005,
                                           label="Decision threshold (P(pneumonia) at or above it is flagged)")
                     threshold_info = gr.Markdown(operating_point_text(config, config.threshold))
@@ -219,8 +233,11 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
             if EXAMPLES:
                 gr.Examples([[str(path)] for path in EXAMPLES], inputs=[file_in],
                             label="Examples: test images of Kermany et al. 2018 (CC BY 4.0)")
+                # Gradio copied the examples into its cache just now; keep them there for the server's whole
+                # life (Gradio 6.31 marks only what a sample displays, the file name, so delete_cache took them)
+                file_in.keep_in_cache.update(file_in.temp_files)
         with gr.Tab("Batch"):
-            files_in = gr.File(label="Many X-rays", file_count="multiple", type="filepath")
+            files_in = UploadedFile(label="Many X-rays", file_count="multiple", type="filepath")
             batch_threshold = gr.Slider(0.0, 1.0, value=round(config.threshold, 3), step=0.005, label="Decision threshold")
             run_batch = gr.Button("Analyse all", variant="primary")
             table = gr.Dataframe(headers=BATCH_HEADERS, label="Reading worklist: highest P(pneumonia) first",
@@ -250,10 +267,26 @@ def serve(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
               "or publish it as a Space (python -m modeling.hub push-space).", flush=True)
 
 
-def stop(demo: gr.Blocks) -> None:
-    """Stop serving: Gradio deletes every file this server put in its cache, then the empty folders go."""
+def use_private_cache_folder() -> Path:
+    """Give this server a Gradio cache folder of its own, inside the configured one (GRADIO_TEMP_DIR or the
+    system's), so that stopping it can remove all its files, example copies included, and nothing of another
+    server's (Gradio names cached files by content: two servers share the copies of the same example)."""
+    root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    folder = root / f"pneumonia-demo-{os.getpid()}"
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)  # read by Gradio when the Blocks and the server are made
+    return folder
+
+
+def stop(demo: gr.Blocks, private_folder: Path | None = None) -> None:
+    """Stop serving: Gradio deletes every file this server put in its cache (uploads, heatmaps, worklists);
+    then this server's private folder goes, or else the empty folders Gradio left."""
     demo.close()
-    _clean_temp_folder(Path(demo.GRADIO_CACHE))
+    if private_folder is not None:
+        shutil.rmtree(private_folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            private_folder.parent.rmdir()  # the shared root too, if nothing else is in it
+    else:
+        _clean_temp_folder(Path(demo.GRADIO_CACHE))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -272,6 +305,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    private_folder = use_private_cache_folder()
     try:
         predictor = Predictor.from_pretrained(args.model, compile=args.compile)
     except ModelLoadError as error:
@@ -283,7 +317,7 @@ def main() -> None:
     serve(demo, args.host, args.port, args.share)
     stopping.wait()
     print("Stopping: deleting this server's uploads, heatmaps and result tables.", flush=True)
-    stop(demo)
+    stop(demo, private_folder)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from timm.data import resolve_model_data_config
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
@@ -153,6 +154,10 @@ def main(args: argparse.Namespace) -> None:
     except ModelLoadError as error:
         sys.exit(str(error))
     model = model.to(memory_format=torch.channels_last)
+    # mean, std and interpolation as timm defines them for this architecture (its pretrained weights' own)
+    data_config = resolve_model_data_config(model.backbone)
+    config.mean, config.std = tuple(data_config["mean"]), tuple(data_config["std"])
+    config.interpolation = data_config["interpolation"]
 
     # images are decoded and resized once (cached on disk by `datasets`); augmentation runs per batch on the device
     with accelerator.main_process_first():
@@ -259,7 +264,7 @@ def main(args: argparse.Namespace) -> None:
             finalize(out, args.data, precision=args.finalize_precision, tta=args.finalize_tta,
                      threshold_rule=args.finalize_threshold_rule, target_sensitivity=args.finalize_target_sensitivity,
                      weights_dtype=args.finalize_weights_dtype, ood_quantile=args.finalize_ood_quantile,
-                     int8_images=args.finalize_int8_images, log=log)
+                     int8_images=args.finalize_int8_images, command=" ".join(["python", *sys.argv]), log=log)
         except (ModelLoadError, DataLoadError) as error:
             sys.exit(str(error))
     accelerator.end_training()

@@ -21,7 +21,7 @@ from evaluate import format_ood, format_robustness, format_table  # noqa: E402
 from modeling.hub import train_command  # noqa: E402
 
 MODEL = ROOT / "weights" / "pneumonia-resnet50"
-RUN = "runs/r50-fast-ema-16ep"  # the training run the bundled model comes from
+FINAL = "runs/bundle-v2-finalized"  # the deployable folder (modeling.finalize's output) the bundled model was copied from
 REFERENCES = [  # published figures on the same 624-image test split (not our runs)
     ("notebook ResNet50 (reported)", {"accuracy": 0.893, "recall": 0.936, "precision": 0.867}),
     ("Kermany et al. 2018 (reported)", {"accuracy": 0.928, "recall": 0.932, "specificity": 0.901, "roc_auc": 0.968}),
@@ -52,12 +52,9 @@ def results_section(model_dir: Path = MODEL) -> str:
         "",
         "```bash",
         log.get("command") or train_command(args),
-        f"python -m modeling.calibration {RUN} --data ../shared/data/chest_xray --tta default --precision bfloat16",
-        f"python -m modeling.ood fit {RUN} --data ../shared/data/chest_xray",
-        *([f"python -m modeling.quantize {RUN} --data ../shared/data/chest_xray",
-           f"python -m modeling.calibration {RUN} --data ../shared/data/chest_xray --precision int8"]
-          if int8 else []),
-        f"cp {RUN}/{{model.safetensors,config.json,ood.safetensors,{'int8-calibration.safetensors,' if int8 else ''}"
+        *([inference["validation"]["finalized_by"]] if inference["validation"].get("finalized_by", "").startswith(
+            "python -m modeling.finalize") else []),
+        f"cp {FINAL}/{{model.safetensors,config.json,ood.safetensors,{'int8-calibration.safetensors,' if int8 else ''}"
         "training_log.json,data_report.json,split.json} weights/pneumonia-resnet50/",
         "python -m modeling.non_xray runs/non-xray",
         "python evaluate.py --model weights/pneumonia-resnet50 --data ../shared/data/chest_xray --split test "
@@ -65,8 +62,9 @@ def results_section(model_dir: Path = MODEL) -> str:
         "--robustness",
         "```",
         "",
-        f"Test split, {metrics['n']} images, operating threshold {metrics['threshold']:.4f} (chosen on validation for "
-        f"sensitivity {inference['validation'].get('target_sensitivity')}), 95% bootstrap intervals "
+        f"Test split, {metrics['n']} images, operating threshold {metrics['threshold']:.4f} (chosen on validation by the "
+        f"rule `{inference['validation'].get('threshold_rule', 'sensitivity')}`, target sensitivity "
+        f"{inference['validation'].get('target_sensitivity')}), 95% bootstrap intervals "
         f"({metrics.get('bootstrap')} resamples):",
         "",
         format_table(metrics),

@@ -40,7 +40,7 @@ from .data import DataLoadError, DecodedImages, decode_once, first, label_mappin
 from .files import SPLIT_NAME, ModelLoadError
 from .inference import Predictor, default_device
 from .model import PneumoniaClassifier
-from .ood import OOD_FILE, fit_detector
+from .ood import NOT_AN_XRAY_FACTOR, OOD_FILE, fit_detector
 from .preprocessing import normalize
 from .quantize import CALIBRATION_NAME, calibrate, save_calibration
 from .views import DEFAULT_TTA_VIEWS, normalized_views
@@ -80,19 +80,19 @@ def _int8_calibration(network: PneumoniaClassifier, data: str, split_file: Path,
     order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(0))[:images].tolist()
     decoded = decode_once(train.select([chosen[i] for i in order]), config,
                           label_mapping(label_names(train), config.label_names))
-    loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=batch_size, collate_fn=first,
-                        drop_last=True)
+    loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=min(batch_size, len(decoded)),
+                        collate_fn=first, drop_last=True)
     batches = (normalized_views(normalize(batch["pixel_values"], config), config.tta_views, config)
                for batch in loader)
-    return calibrate(network.cpu().eval(), batches), len(loader) * batch_size
+    return calibrate(network.cpu().eval(), batches), len(loader) * loader.batch_size
 
 
 def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,
              tta: str = "default", threshold_rule: str = "sensitivity", target_sensitivity: float = 0.95,
              weights_dtype: str = "float32", ood_quantile: float = 0.995, int8_images: int = 256,
-             log=print) -> dict[str, Any]:
+             command: str | None = None, log=print) -> dict[str, Any]:
     """Make `output_dir` (default: `run_dir` itself) a deployable model folder; returns config.json's
-    `validation` record."""
+    `validation` record. `command`: the command line to record as how the folder was made."""
     run_dir, out = Path(run_dir), Path(output_dir or run_dir)
     precision = precision or default_precision()
     started = time.time()
@@ -136,7 +136,8 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
     labels, logits, _, val_features = predictor.predict_saved_split(data, split_file, "validation", with_features=True)
     point = operating_point(logits, labels, config.positive_index, threshold_rule, target_sensitivity)
     config.temperature, config.threshold = point.pop("temperature"), point.pop("threshold")
-    config.validation = {**point, "temperature": config.temperature, "fitted_for": fitted_for}
+    config.validation = {**point, "temperature": config.temperature, "fitted_for": fitted_for,
+                         "finalized_by": command or f"modeling.finalize.finalize({str(run_dir)!r}, {data!r}, ...)"}
     log(f"{1 + len(config.tta_views)} view(s), {precision}: temperature {config.temperature:.4f} (validation ECE "
         f"{point['ece_before']:.4f} -> {point['ece_after']:.4f}); threshold {config.threshold:.4f} ({threshold_rule}): "
         f"validation sensitivity {point['sensitivity']:.4f}, specificity {point['specificity']:.4f} on {point['n']}")
@@ -146,12 +147,17 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
 
     # the OOD features are those of the image as is, which the views do not change: train once, without views
     train_features = predictor.predict_saved_split(data, split_file, "train", with_features=True, views=False)[3]
-    detector, threshold = fit_detector(train_features, val_features, ood_quantile, sizes=network.feature_sizes())
+    detector, threshold = fit_detector(train_features, val_features, ood_quantile, sizes=predictor.feature_sizes())
     detector.save(out / OOD_FILE, file_metadata(fitted_for))
+    stages = predictor.feature_stages()
+    mid_level = [i for i, name in enumerate(stages) if name in network.feature_stages()[:-1]]
     config.ood = {"file": OOD_FILE, "quantile": ood_quantile, "components": detector.stages[0].components.shape[0],
-                  "stages": network.feature_stages(), "threshold": threshold, "fitted_for": fitted_for}
-    log(f"out-of-distribution detector on {len(train_features)} training X-rays: threshold {threshold:.3f} "
-        f"(validation quantile {ood_quantile})")
+                  "stages": stages, "threshold": threshold,
+                  "not_xray_stages": mid_level, "not_xray_threshold": NOT_AN_XRAY_FACTOR * threshold,
+                  "fitted_for": fitted_for}
+    log(f"out-of-distribution detector on {len(train_features)} training X-rays: unlike them beyond {threshold:.3f} "
+        f"(validation quantile {ood_quantile}) at any stage, no chest X-ray beyond {NOT_AN_XRAY_FACTOR * threshold:.3f} "
+        f"at {', '.join(stages[i] for i in mid_level)}")
 
     config.save(out / "config.json")
     log(f"finalized {out} in {time.time() - started:.0f} s")
@@ -172,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         finalize(args.run_dir, args.data, args.output_dir, precision=args.precision, tta=args.tta,
                  threshold_rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
-                 weights_dtype=args.weights_dtype, ood_quantile=args.ood_quantile, int8_images=args.int8_images)
+                 weights_dtype=args.weights_dtype, ood_quantile=args.ood_quantile, int8_images=args.int8_images,
+                 command=" ".join(["python -m modeling.finalize", *(argv if argv is not None else sys.argv[1:])]))
     except (ModelLoadError, DataLoadError) as error:
         sys.exit(str(error))
 

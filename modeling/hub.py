@@ -20,6 +20,7 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
+from .calibration import THRESHOLD_RULES
 from .config import ModelConfig
 from .metrics import RATES
 
@@ -72,6 +73,9 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         card_data, template_path=str(CARD_TEMPLATE), model_name=model_name, repo_id=repo_id,
         architecture=config.architecture, pretrained=pretrained, base_model=base_model,
         threshold=config.threshold, target_sensitivity=config.validation.get("target_sensitivity", float("nan")),
+        threshold_rule=config.validation.get("threshold_rule", "sensitivity"),
+        threshold_rule_meaning=THRESHOLD_RULES[config.validation.get("threshold_rule", "sensitivity")][1],
+        threshold_rules=config.validation.get("threshold_rules"), finalized_by=config.validation.get("finalized_by"),
         dataset=DATASET_ID, train_images=report.get("train_images"), validation_images=report.get("validation_images"),
         unreadable=len(report.get("train", {}).get("unreadable", [])),
         train_command=log.get("command") or train_command(args),

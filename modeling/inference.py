@@ -27,11 +27,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .artifacts import check_fitted_for, deployment, file_record
+from .artifacts import REFIT, check_fitted_for, deployment, file_record
 from .calibration import calibrated_probs
 from .data import attach_transform, label_mapping, label_names, load_data, saved_split_indices
 from .explain import grad_cam
-from .files import resolve_model_folder
+from .files import ModelLoadError, resolve_model_folder
 from .model import PneumoniaClassifier
 from .ood import IN_DISTRIBUTION, StagedDetector, ood_verdicts
 from .preprocessing import eval_transform, normalize, to_rgb
@@ -39,6 +39,12 @@ from .quantize import Int8Forward, load_calibration
 from .views import normalized_views
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+THUMBNAIL_SIDE = 16  # the out-of-distribution gate also sees the image's layout: its 16 x 16 x 3 thumbnail
+
+
+def thumbnail_features(pixels: torch.Tensor) -> torch.Tensor:
+    """Normalised input (N, 3, H, W) -> (N, 3 * 16 * 16): where the bright and dark regions are, and colour."""
+    return torch.nn.functional.adaptive_avg_pool2d(pixels.float(), THUMBNAIL_SIDE).flatten(1)
 
 
 def default_device() -> torch.device:
@@ -119,7 +125,11 @@ class Predictor:
             check_fitted_for("int8 calibration", config.quantization.get("fitted_for"), expected)
             calibration, metadata = load_calibration(folder / config.quantization["file"])
             check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
-        return cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile)
+        predictor = cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile)
+        if ood is not None and ood.sizes != predictor.feature_sizes():
+            raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
+                                 f"version computes {predictor.feature_sizes()}; refit it: {REFIT}")
+        return predictor
 
     # --- tensors in, numbers out
 
@@ -128,11 +138,19 @@ class Predictor:
         pixels = self.transform(to_rgb(image)).unsqueeze(0)
         return pixels.to(self.device).contiguous(memory_format=torch.channels_last)
 
+    def feature_sizes(self) -> list[int]:
+        """The widths of the OOD feature stages: the network's (`PneumoniaClassifier.feature_sizes`), then the
+        thumbnail's."""
+        return self.model.feature_sizes() + [3 * THUMBNAIL_SIDE ** 2]
+
+    def feature_stages(self) -> list[str]:
+        return self.model.feature_stages() + [f"thumbnail {THUMBNAIL_SIDE}x{THUMBNAIL_SIDE}"]
+
     @torch.no_grad()
     def logits_and_features(self, pixels: torch.Tensor, views: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (or uint8) batch -> (logits averaged over the image as is and the test-time views (N, C),
-        OOD features of the image as is (N, D)), float32, on the predictor's device. `views=False`: the image
-        as is only (its features are the same)."""
+        OOD features of the image as is (N, D): the network's stages and the thumbnail), float32, on the
+        predictor's device. `views=False`: the image as is only (its features are the same)."""
         pixels = pixels.to(self.device)
         if pixels.dtype == torch.uint8:
             pixels = normalize(pixels, self.config)
@@ -140,7 +158,8 @@ class Predictor:
         batch = normalized_views(pixels, self.config.tta_views if views else [], self.config)
         with autocast(self.precision, self.device):
             logits, features = self.forward(batch.contiguous(memory_format=torch.channels_last))
-        return logits.float().view(-1, n, logits.shape[-1]).mean(0), features[:n].float()
+        features = torch.cat([features[:n].float(), thumbnail_features(pixels)], dim=1)
+        return logits.float().view(-1, n, logits.shape[-1]).mean(0), features
 
     def probabilities_from_logits(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(logits, torch.Tensor):

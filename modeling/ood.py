@@ -27,6 +27,9 @@ from .files import load_tensors, save_tensors
 OOD_FILE = "ood.safetensors"
 IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY = "chest_xray", "unlike_training_xrays", "not_a_chest_xray"
 VERDICTS = (IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY)
+# Fixed before looking at any image outside train and validation: an image counts as no chest X-ray at all when a
+# mid-level (texture and contrast) stage puts it three times as far out as the farthest 0.5% of validation X-rays.
+NOT_AN_XRAY_FACTOR = 3.0
 
 
 @dataclass

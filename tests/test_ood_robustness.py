@@ -105,7 +105,10 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
             label, decision, shown = client.predict(handle_file(str(noise)), heatmap=heatmap, api_name="/predict")
             assert decision.startswith("### This does not look like a chest X-ray") and not label.get("confidences")
             assert shown is None
-        table, _ = client.predict([handle_file(str(noise))], api_name="/predict_batch")
-        assert table["data"][0][3].startswith("does not look like a chest X-ray")
+        broken = tmp_path / "broken.jpeg"
+        broken.write_bytes(b"nope")
+        table, _ = client.predict([handle_file(str(p)) for p in (broken, noise)], api_name="/predict_batch")
+        assert [row[1] for row in table["data"]] == ["noise.png", "broken.jpeg"]  # flagged first, unreadable last
+        assert table["data"][0][3].startswith("does not look like a chest X-ray") and table["data"][0][2] is None
     finally:
         app.stop(demo)

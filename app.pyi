@@ -1,0 +1,311 @@
+"""Gradio demo: chest X-ray in; pneumonia probability, a triage decision and a Grad-CAM heatmap out.
+
+    python app.py                                   # bundled model, http://127.0.0.1:7860
+    python app.py --share                           # plus a temporary public link
+    python app.py --model USER/NAME --port 8080     # a Hub model
+
+Environment variables (for Spaces): PNEUMONIA_MODEL, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+A research aid, not a diagnosis. Uploads, heatmaps and result tables live in Gradio's cache and
+are deleted `--cache-minutes` after they were made, and all of them when the server stops
+(SIGTERM or SIGINT).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import os
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from modeling.runtime import use_tcmalloc  # noqa: E402
+
+if __name__ == "__main__":
+    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from gradio.utils import NamedString  # noqa: E402
+
+from modeling import ImageLoadError, ModelLoadError, Predictor, read_image, to_rgb  # noqa: E402
+from modeling.explain import overlay, preview  # noqa: E402
+from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
+EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
+DEFAULT_CACHE_MINUTES = 10.0
+LARGE_IMAGE_BYTES = 20_000_000  # uploads above this are decoded one at a time (bounded memory)
+DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
+              "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
+NOT_AN_XRAY_TEXT = ("### This does not look like a chest X-ray\n"
+                    "The model was trained on frontal chest X-rays of children only, and this image is far from "
+                    "any X-ray it has seen, so no pneumonia assessment is given.")
+UNLIKE_TRAINING_TEXT = ("**This is unlike the X-rays the model was trained on** (children aged one to five from one "
+                        "hospital): an adult's X-ray, another kind of view or another hospital's equipment, say. "
+                        "The result below is shown, but it may well be wrong.")
+BATCH_HEADERS = ["rank", "file", "p_pneumonia", "result", "upload_order"]
+
+
+def decision_text(p_positive: float, threshold: float) -> str:
+    if p_positive >= threshold:
+        return (f"### Pneumonia suspected: prioritise for radiologist review\n"
+                f"P(pneumonia) = {p_positive:.3f}, at or above the threshold {threshold:.3f}.")
+    return (f"### No pneumonia detected: routine reading order\n"
+            f"P(pneumonia) = {p_positive:.3f}, below the threshold {threshold:.3f}.")
+
+
+def operating_point_text(config, threshold: float) -> str:
+    """What the threshold meant on validation (the curve stored in config.json by modeling.finalize)."""
+    curve = config.validation.get("curve")
+    if not curve:
+        return "This model carries no validation results for its thresholds."
+    if abs(threshold - config.threshold) < 5e-4 and "sensitivity" in config.validation:  # the slider rounds
+        shown, sensitivity, specificity = config.threshold, config.validation["sensitivity"], config.validation["specificity"]
+    else:
+        i = int(np.argmin(np.abs(np.asarray(curve["threshold"]) - threshold)))
+        shown, sensitivity, specificity = curve["threshold"][i], curve["sensitivity"][i], curve["specificity"][i]
+    return (f"At threshold {shown:.3f}, validation sensitivity was **{sensitivity:.1%}** "
+            f"and specificity **{specificity:.1%}** ({config.validation.get('n', '?')} children's X-rays "
+            f"held out from training). The model's operating threshold is {config.threshold:.3f}. "
+            "Expect lower specificity on new data.")
+
+from gradio.events import Dependency
+
+class UploadedFile(gr.File):
+    """`gr.File(type="filepath")` without its leak: Gradio 6.31 opens an empty NamedTemporaryFile in its cache
+    for every file a request names and never closes or deletes it. This hands the function the cached
+    upload's path and nothing more; `is_template` has the browser render it as a plain File."""
+    is_template = True
+
+    def _process_single_file(self, f) -> NamedString:
+        return NamedString(f.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class Uploads:
+    """Reads the files a request names, from Gradio's cache, without ever deleting them (Gradio's
+    `delete_cache` does, on its schedule and at shutdown), and only files this server was sent:
+    an upload or an example. Messages name a file by its original name, never by its path."""
+
+    def __init__(self, demo: gr.Blocks, cache_minutes: float):
+        self.demo = demo
+        self.cache_minutes = cache_minutes
+        self.large = threading.Semaphore(1)
+
+    def _known(self, path: str) -> bool:
+        kept = set().union(*(getattr(block, "keep_in_cache", set()) for block in self.demo.blocks.values()))
+        return path in self.demo.upload_file_set or path in kept
+
+    def read(self, path: str) -> Image.Image:
+        """The decoded image (raises ImageLoadError with a sentence a user can act on)."""
+        name = Path(path).name
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            raise ImageLoadError(f"{name} is no longer on the server (uploads are kept for {self.cache_minutes:g} "
+                                 "minutes); please upload it again.") from None
+        if not self._known(path):
+            raise ImageLoadError(f"{name} was not uploaded to this demo; please upload the image.")
+        try:  # large images one at a time: each is reduced while decoding, but its file is read whole
+            with self.large if size > LARGE_IMAGE_BYTES else contextlib.nullcontext():
+                return read_image(path)
+        except ImageLoadError as error:
+            raise ImageLoadError(f"{name}: {error}") from None
+
+
+def _clean_temp_folder(folder: Path) -> None:
+    """Remove the empty folders Gradio leaves in its cache once their files are deleted."""
+    for directory in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only empty ones
+
+
+def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTES) -> gr.Blocks:
+    """The demo's UI and API around a `Predictor` (compiled already if it is to be)."""
+    if predictor.precision == "int8":  # compile for one image now, not at the first request
+        predictor.analyse([Image.new("L", (predictor.config.image_size,) * 2, 128)])
+    config = predictor.config
+    labels = list(config.label_names)
+    lifetime = max(1, round(cache_minutes * 60))
+
+    with gr.Blocks(title="Pneumonia X-ray triage", analytics_enabled=False,
+                   delete_cache=(max(1, min(60, lifetime // 2)), lifetime)) as demo:
+        uploads = Uploads(demo, cache_minutes)
+
+        def predict(file: str | None, threshold: float = config.threshold, heatmap: bool = True):
+            if not file:
+                raise gr.Error("Please upload a chest X-ray image first.")
+            try:
+                image = uploads.read(file)
+            except ImageLoadError as error:
+                raise gr.Error(str(error)) from None
+            try:
+                analysis = predictor.analyse([image])
+                probs, verdict = analysis.probabilities[0], analysis.verdicts[0]
+                shown = None  # nothing to encode and send back; the browser already shows the upload
+                if heatmap and verdict != NOT_AN_XRAY:
+                    shown = overlay(to_rgb(image), predictor.grad_cam(image))
+            except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
+                raise gr.Error("The image could not be analysed; please try another file.") from None
+            if verdict == NOT_AN_XRAY:
+                return None, NOT_AN_XRAY_TEXT, None
+            confidences = {name: float(p) for name, p in zip(labels, probs)}
+            text = decision_text(confidences[config.positive_label], threshold)
+            if verdict != IN_DISTRIBUTION:
+                text += "\n\n" + UNLIKE_TRAINING_TEXT
+            if "note" in image.info:
+                text += f"\n\n*Note: {image.info['note']}*"
+            return confidences, text, shown
+
+        def show_upload(file: str | None):
+            """The browser's preview of an upload."""
+            try:
+                return preview(to_rgb(uploads.read(file))) if file else None
+            except ImageLoadError:
+                return None
+
+        def predict_batch(files: list[str] | None, threshold: float = config.threshold, progress=gr.Progress()):
+            """A reading worklist: highest P(pneumonia) first; unlike-training, not-an-X-ray and unreadable
+            files after them; the CSV in the same order, with the upload order kept."""
+            if not files:
+                raise gr.Error("Please upload one or more images.")
+            assessed, flagged, unreadable, images, positions = [], [], [], [], []
+            for order, path in enumerate(progress.tqdm(files, desc="Reading images"), 1):
+                try:
+                    images.append(uploads.read(path))
+                    positions.append(order)
+                except ImageLoadError as error:
+                    unreadable.append([Path(path).name, None, f"not analysed: {error}", order])
+            progress(0.5, desc=f"Analysing {len(images)} images")
+            analysis = predictor.analyse(images)
+            for order, p, verdict in zip(positions, analysis.probabilities[:, config.positive_index],
+                                         analysis.verdicts):
+                name = Path(files[order - 1]).name
+                if verdict == NOT_AN_XRAY:
+                    flagged.append([name, None, "does not look like a chest X-ray: no assessment", order])
+                    continue
+                result = "pneumonia suspected" if p >= threshold else "no pneumonia detected"
+                row = [name, round(float(p), 4), result, order]
+                if verdict == IN_DISTRIBUTION:
+                    assessed.append(row)
+                else:
+                    row[2] += " (unlike the training X-rays: may be wrong)"
+                    flagged.append(row)
+            assessed.sort(key=lambda row: -row[1])
+            flagged.sort(key=lambda row: (row[1] is None, -(row[1] or 0)))
+            rows = [[rank, *row] for rank, row in enumerate(assessed + flagged + unreadable, 1)]
+            csv_path = Path(demo.GRADIO_CACHE) / f"batch-{uuid.uuid4().hex}" / "pneumonia_results.csv"
+            csv_path.parent.mkdir(parents=True)  # inside Gradio's cache: served from there, deleted with it
+            with open(csv_path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(BATCH_HEADERS)
+                writer.writerows(rows)
+            return rows, str(csv_path)
+
+        gr.Markdown("# Pneumonia detection from chest X-rays\n" + DISCLAIMER)
+        with gr.Tab("Single image"):
+            with gr.Row():
+                with gr.Column():
+                    file_in = UploadedFile(label="Chest X-ray: PNG, JPEG, TIFF, BMP or DICOM", type="filepath")
+                    threshold = gr.Slider(0.0, 1.0, value=round(config.threshold, 3), step=0.005,
+                                          label="Decision threshold (P(pneumonia) at or above it is flagged)")
+                    threshold_info = gr.Markdown(operating_point_text(config, config.threshold))
+                    heatmap = gr.Checkbox(value=True, label="Show Grad-CAM heatmap")
+                    run = gr.Button("Analyse", variant="primary")
+                with gr.Column():
+                    decision = gr.Markdown(elem_id="decision")
+                    # no heading: the argmax could contradict the decision at a threshold other than 0.5
+                    probabilities = gr.Label(label="Probabilities", num_top_classes=len(labels), show_heading=False)
+                    with gr.Row():
+                        upload_preview = gr.Image(label="The X-ray", type="pil", elem_id="upload-preview",
+                                                  format="png", interactive=False)
+                        image_out = gr.Image(label="Grad-CAM heatmap", type="pil",
+                                             elem_id="heatmap", format="png", interactive=False)
+            if EXAMPLES:
+                gr.Examples([[str(path)] for path in EXAMPLES], inputs=[file_in],
+                            label="Examples: test images of Kermany et al. 2018 (CC BY 4.0)")
+                # Gradio copied the examples into its cache just now; keep them there for the server's whole
+                # life (Gradio 6.31 marks only what a sample displays, the file name, so delete_cache took them)
+                file_in.keep_in_cache.update(file_in.temp_files)
+        with gr.Tab("Batch"):
+            files_in = UploadedFile(label="Many X-rays", file_count="multiple", type="filepath")
+            batch_threshold = gr.Slider(0.0, 1.0, value=round(config.threshold, 3), step=0.005, label="Decision threshold")
+            run_batch = gr.Button("Analyse all", variant="primary")
+            table = gr.Dataframe(headers=BATCH_HEADERS, label="Reading worklist: highest P(pneumonia) first",
+                                 interactive=False)
+            csv_out = gr.File(label="Download the worklist (CSV)")
+        run.click(predict, [file_in, threshold, heatmap], [probabilities, decision, image_out], api_name="predict")
+        file_in.change(show_upload, file_in, upload_preview, api_visibility="private", show_progress="hidden")
+        threshold.change(lambda t: operating_point_text(config, t), threshold, threshold_info,
+                         api_visibility="private", show_progress="hidden")
+        run_batch.click(predict_batch, [files_in, batch_threshold], [table, csv_out], api_name="predict_batch")
+    return demo
+
+
+def serve(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
+    """Start serving (returns at once); if a share link cannot be made, say so in one sentence."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        demo.queue(default_concurrency_limit=2).launch(server_name=host, server_port=port, share=share,
+                                                       prevent_thread_lock=True, show_error=True,
+                                                       max_file_size="200mb", quiet=True)
+    print(f"Demo running at {demo.local_url}", flush=True)
+    if share and demo.share_url:
+        print(f"Public share link: {demo.share_url}", flush=True)
+    elif share:
+        print("Could not create a public share link (the Gradio share server cannot be reached); the demo is "
+              f"still serving at {demo.local_url}; connect to the internet and restart with --share, "
+              "or publish it as a Space (python -m modeling.hub push-space).", flush=True)
+
+
+def stop(demo: gr.Blocks) -> None:
+    """Stop serving: Gradio deletes every file this server put in its cache, then the empty folders go."""
+    demo.close()
+    _clean_temp_folder(Path(demo.GRADIO_CACHE))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or Hugging Face Hub id")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="also create a temporary public link")
+    p.add_argument("--cache-minutes", type=float, default=DEFAULT_CACHE_MINUTES,
+                   help="how long uploads, heatmaps and result tables stay on the server")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile a bf16 or fp32 model: faster answers after about a minute of compiling at "
+                        "start (an int8 model, like the bundled one, is always compiled, in seconds)")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        predictor = Predictor.from_pretrained(args.model, compile=args.compile)
+    except ModelLoadError as error:
+        sys.exit(str(error))
+    demo = build_demo(predictor, cache_minutes=args.cache_minutes)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # how Spaces and containers stop a server, and Ctrl-C
+        signal.signal(signum, lambda *_: stopping.set())
+    serve(demo, args.host, args.port, args.share)
+    stopping.wait()
+    print("Stopping: deleting this server's uploads, heatmaps and result tables.", flush=True)
+    stop(demo)
+
+
+if __name__ == "__main__":
+    main()
