@@ -126,12 +126,13 @@ def validation_section() -> str:
              f"The same patient-grouped validation split for every row ({results['rows'][0]['n']} images); the test "
              "split played no part. Log-loss and ECE after a temperature fitted on the row's own logits; specificity "
              "at the threshold that keeps 95% sensitivity.", "",
-             "| model | ROC-AUC | log-loss | ECE | specificity at 95% sensitivity | best in the training log (ROC-AUC) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| model | inference | ROC-AUC | log-loss | ECE | specificity at 95% sensitivity | best in the training log (ROC-AUC) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in results["rows"]:
         logged = "; ".join(f"{'moving average' if kind == 'ema' else 'weights'}: {best['val_roc_auc']:.4f} "
                            f"(epoch {best['epoch']})" for kind, best in row.get("log_best", {}).items())
-        lines.append(f"| {row['label']} | {row['roc_auc']:.4f} | {row['log_loss']:.3f} | {row['ece']:.3f} | "
+        inference = f"{row.get('precision', 'float32')}, {row.get('views', 1)} view(s)"
+        lines.append(f"| {row['label']} | {inference} | {row['roc_auc']:.4f} | {row['log_loss']:.3f} | {row['ece']:.3f} | "
                      f"{_pct(row['specificity'])} | {logged} |")
     return "\n".join(lines)
 
@@ -141,14 +142,20 @@ def load_test_section() -> str:
     if not path.exists():
         return "Load test: not run yet (`python -m benchmarks.load_test --output docs/load_test.json`)."
     r = json.loads(path.read_text())
+    mix = r["mix"]
     return "\n".join([
         "### Load test", "",
-        "`python -m benchmarks.load_test --output docs/load_test.json`: "
-        f"{r['clients']} concurrent `gradio_client` clients x {r['requests_per_client']} requests on the bundled "
-        f"model (heatmap {'on' if r['heatmap'] else 'off'}), each answer checked against the model's own "
-        f"probability: {r['answered_correctly']}/{r['sent']} correct, {r['lost_or_wrong']} lost or wrong; "
-        f"{r['throughput_rps']:.2f} requests/s, p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms "
-        f"(2 CPU cores, {r['wall_s']:.0f} s)."])
+        "`python -m benchmarks.load_test --output docs/load_test.json`: the bundled model served by `python app.py` "
+        f"as its own process; {r['clients']} concurrent `gradio_client` clients x {r['requests_per_client']} requests, "
+        f"the way a Space is used: {mix['single']} single images, {mix['heatmap']} with the Grad-CAM heatmap, "
+        f"{mix['batch']} batches of four, clients in pairs sending the same images at once. Each answer was checked "
+        "against the model's own probability for that image.", "",
+        "| sent | answered | lost | wrong | crashed | p50 | p95 | requests/s | server peak memory | files left after SIGTERM |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {r['sent']} | {r['answered']} | {r['lost']} | {r['wrong']} | {'yes' if r['crashed'] else 'no'} | "
+        f"{r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['throughput_rps']:.2f} | "
+        f"{r['server_peak_memory_mb']:.0f} MB | {len(r['files_left_after_sigterm'])} |",
+        "", f"(2 CPU cores, {r['wall_s']:.0f} s.)"])
 
 
 def benchmark_section() -> str:
