@@ -153,7 +153,7 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
                 probs, verdict = analysis.probabilities[0], analysis.verdicts[0]
                 shown = None  # nothing to encode and send back; the browser already shows the upload
                 if heatmap and verdict != NOT_AN_XRAY:
-                    shown = overlay(to_rgb(image), predictor.grad_cam(image))
+                    shown = private_file("heatmap.png", overlay(to_rgb(image), predictor.grad_cam(image)).save)
             except Exception:  # noqa: BLE001 - never take the server down; the log gets no image data
                 raise gr.Error("The image could not be analysed; please try another file.") from None
             if verdict == NOT_AN_XRAY:
@@ -203,13 +203,21 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
             assessed.sort(key=lambda row: -row[1])
             flagged.sort(key=lambda row: (row[1] is None, -(row[1] or 0)))
             rows = [[rank, *row] for rank, row in enumerate(assessed + flagged + unreadable, 1)]
-            csv_path = Path(demo.GRADIO_CACHE) / f"batch-{uuid.uuid4().hex}" / "pneumonia_results.csv"
-            csv_path.parent.mkdir(parents=True)  # inside Gradio's cache: served from there, deleted with it
-            with open(csv_path, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(BATCH_HEADERS)
-                writer.writerows(rows)
-            return rows, str(csv_path)
+            def write_csv(path: str) -> None:
+                with open(path, "w", newline="") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(BATCH_HEADERS)
+                    writer.writerows(rows)
+            return rows, private_file("pneumonia_results.csv", write_csv)
+
+        def private_file(name: str, write) -> str:
+            """A file of this request's own in Gradio's cache (served from there, deleted with it). Gradio would
+            store a returned picture under its content's hash, where two requests with the same heatmap write
+            the same file while it is being downloaded."""
+            path = Path(demo.GRADIO_CACHE) / f"request-{uuid.uuid4().hex}" / name
+            path.parent.mkdir(parents=True)
+            write(str(path))
+            return str(path)
 
         gr.Markdown("# Pneumonia detection from chest X-rays\n" + DISCLAIMER)
         with gr.Tab("Single image"):
