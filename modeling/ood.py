@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import load_tensors, save_tensors
+from .files import ModelLoadError, load_tensors, save_tensors
 
 OOD_FILE = "ood.safetensors"
 IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY = "chest_xray", "unlike_training_xrays", "not_a_chest_xray"
@@ -101,7 +101,6 @@ class StagedDetector:
     @classmethod
     def load(cls, path: str | Path) -> tuple["StagedDetector", dict[str, str]]:
         """(detector, the file's metadata); unreadable or incomplete files are a ModelLoadError."""
-        from .files import ModelLoadError
         tensors, metadata = load_tensors(path, "out-of-distribution detector")
         t = {k: v.double().numpy() for k, v in tensors.items()}
         try:
