@@ -111,9 +111,8 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
     config.tta_views = list(DEFAULT_TTA_VIEWS) if tta == "default" else []
     config.ood, config.quantization, config.validation = {}, {}, {}
     network.save_model_files(out, weights_dtype=WEIGHTS_DTYPES[weights_dtype])
-    network = PneumoniaClassifier.from_pretrained(out)  # exactly the stored (possibly rounded) weights
+    network = PneumoniaClassifier.from_pretrained(out)  # exactly the stored (possibly rounded) weights, and views
     config = network.config
-    config.tta_views = list(DEFAULT_TTA_VIEWS) if tta == "default" else []
     config.precision = precision
     fitted_for = deployment(config, out)
     split_file = out / SPLIT_NAME

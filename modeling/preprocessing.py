@@ -146,8 +146,7 @@ def _read_dicom(data: bytes, max_side: int | None = DECODE_MAX_SIDE) -> Image.Im
         pixels = pixels[0]  # multi-frame: first frame
     photometric = dataset.get("PhotometricInterpretation", "MONOCHROME2")
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
-        return image.reduce(_reduction(image.size, max_side)) if _reduction(image.size, max_side) > 1 else image
+        return _reduce(Image.fromarray(np.asarray(pixels, dtype=np.uint8)), max_side)
     values = reduce_array(apply_modality_lut(pixels, dataset), _reduction((columns, rows), max_side))
     if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
         windowed = np.asarray(apply_voi_lut(values, dataset), dtype=np.float64)
