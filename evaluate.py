@@ -4,11 +4,15 @@
 
 Writes metrics.json, roc.png, pr.png, confusion_matrix.png and predictions.csv to --output-dir.
 The operating threshold is the one stored in the model's config.json (chosen on validation).
+`--split validation` evaluates the validation side of the model's own split.json (the images its
+threshold, temperature and OOD gate were fitted on), so that choices can be checked on validation
+before the test split is evaluated once.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,8 +28,9 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from modeling.calibration import expected_calibration_error
-from modeling.data import DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names, load_data
-from modeling.files import ModelLoadError, write_json_atomic
+from modeling.data import (DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names,
+                           load_data, saved_split_indices)
+from modeling.files import SPLIT_NAME, ModelLoadError, resolve_model_folder, write_json_atomic
 from modeling.inference import Predictor
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
 from modeling.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
@@ -39,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="weights/pneumonia-resnet50", help="model folder or Hugging Face Hub id")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     p.add_argument("--data", required=True, help="local imagefolder or Hugging Face Hub dataset id")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test",
+                   help="a split of --data; 'validation': the validation side of the model's split.json")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
@@ -66,9 +72,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         splits = load_data(args.data)
     except DataLoadError as error:
         sys.exit(str(error))
-    if args.split not in splits:
-        sys.exit(f"The data has no split {args.split!r}; it has {', '.join(splits)}.")
-    split, report = drop_unreadable(splits[args.split], args.split,
+    try:
+        split = model_split(splits, args)
+    except ModelLoadError as error:
+        sys.exit(str(error))
+    split, report = drop_unreadable(split, args.split,
                                     data_dir=args.data if os.path.isdir(args.data) else None)
     print(report.summary())
     to_model = label_mapping(label_names(split), config.label_names)
@@ -120,6 +128,21 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(format_robustness(metrics))
     print(f"wrote metrics.json, predictions.csv, roc.png, pr.png, confusion_matrix.png, reliability.png to {out}")
     return metrics
+
+
+def model_split(splits, args: argparse.Namespace):
+    """The split to evaluate: one of the data's, or the validation side of the model's split.json."""
+    if args.split == "validation":
+        split_file = resolve_model_folder(args.model, revision=args.revision) / SPLIT_NAME
+        if not split_file.exists():
+            raise ModelLoadError(f"The model {args.model} has no {SPLIT_NAME}, so its validation images are unknown; "
+                                 "pass another --split.")
+        if json.loads(split_file.read_text()).get("source") == "dataset validation split" and "validation" in splits:
+            return splits["validation"]  # the run validated on the dataset's own split
+        return splits["train"].select(saved_split_indices(splits["train"], split_file, "validation"))
+    if args.split not in splits:
+        sys.exit(f"The data has no split {args.split!r}; it has {', '.join(splits)}.")
+    return splits[args.split]
 
 
 def _folder_images(folder: Path) -> tuple[list[str], list, list[str]]:

@@ -18,10 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluate import format_ood, format_robustness, format_table  # noqa: E402
-from modeling.hub import train_command  # noqa: E402
+from modeling.augment import describe as describe_augmentation  # noqa: E402
+from modeling.hub import epoch_cost, reproduction_commands  # noqa: E402
+from modeling.config import ModelConfig  # noqa: E402
 
 MODEL = ROOT / "weights" / "pneumonia-resnet50"
-FINAL = "runs/bundle-v2-finalized"  # the deployable folder (modeling.finalize's output) the bundled model was copied from
+FINAL = "runs/bundle-v3"  # the deployable folder (modeling.finalize's output) the bundled model was copied from
 REFERENCES = [  # published figures on the same 624-image test split (not our runs)
     ("notebook ResNet50 (reported)", {"accuracy": 0.893, "recall": 0.936, "precision": 0.867}),
     ("Kermany et al. 2018 (reported)", {"accuracy": 0.928, "recall": 0.932, "specificity": 0.901, "roc_auc": 0.968}),
@@ -39,23 +41,28 @@ def results_section(model_dir: Path = MODEL) -> str:
     inference = config["inference"]
     int8 = inference["precision"] == "int8"
     args = log["args"]
+    cost = epoch_cost(log)
+    schedule = ", ".join(f"{size} px x {count}" for size, count in args.get("size_schedule") or [])
     lines = [
         "## Results of the bundled model",
         "",
         f"`weights/pneumonia-resnet50/`: {config['architecture']} **trained from scratch** on this machine's 2-core CPU "
-        f"({args['epochs']} epochs, {args['image_size']} px; selected by validation {args['select_metric']}: "
-        f"epoch {log['best_epoch']}, {'the moving average of the weights' if log.get('best_weights') == 'ema' else 'the weights themselves'}). "
+        f"({args['epochs']} epochs{f' with progressive resizing ({schedule})' if schedule else ''}, validated at "
+        f"{args['image_size']} px; {cost['hours']:.1f} hours of training as logged; selected by validation "
+        f"{args['select_metric']}: epoch {log['best_epoch']}, "
+        f"{'the moving average of the weights' if log.get('best_weights') == 'ema' else 'the weights themselves'}). "
+        f"Augmentation: {describe_augmentation()}. "
         "ImageNet weights cannot be downloaded here; with the Hub, `train.py` starts from them by default. "
         f"Inference: {1 + len(inference.get('tta_views', []))} view(s) per image, {inference['precision']}. "
         "Views, precision, threshold and temperature were chosen on validation only; the test split was used "
-        "once, for this report.",
+        "once, for this report. The same commands run on a GPU (the card says how).",
         "",
         "```bash",
-        log.get("command") or train_command(args),
-        *([inference["validation"]["finalized_by"]] if inference["validation"].get("finalized_by", "").startswith(
-            "python -m modeling.finalize") else []),
+        *reproduction_commands(log, ModelConfig.load(model_dir / "config.json")),
         f"cp {FINAL}/{{model.safetensors,config.json,ood.safetensors,{'int8-calibration.safetensors,' if int8 else ''}"
         "training_log.json,data_report.json,split.json} weights/pneumonia-resnet50/",
+        "python docs/threshold_images.py weights/pneumonia-resnet50 --data ../shared/data/chest_xray "
+        "--output weights/pneumonia-resnet50/validation_thresholds.png",
         "python -m modeling.non_xray runs/non-xray",
         "python evaluate.py --model weights/pneumonia-resnet50 --data ../shared/data/chest_xray --split test "
         "--output-dir weights/pneumonia-resnet50/eval --ood-images runs/non-xray --other-xrays ../shared/data/formats "
@@ -63,8 +70,10 @@ def results_section(model_dir: Path = MODEL) -> str:
         "```",
         "",
         f"Test split, {metrics['n']} images, operating threshold {metrics['threshold']:.4f} (chosen on validation by the "
-        f"rule `{inference['validation'].get('threshold_rule', 'sensitivity')}`, target sensitivity "
-        f"{inference['validation'].get('target_sensitivity')}), 95% bootstrap intervals "
+        f"rule `{inference['validation'].get('threshold_rule', 'sensitivity')}`"
+        + (f", target sensitivity {inference['validation'].get('target_sensitivity')}"
+           if inference['validation'].get('threshold_rule', 'sensitivity') == "sensitivity" else "")
+        + "; the card gives every rule's bootstrap spread and the reasoning), 95% bootstrap intervals "
         f"({metrics.get('bootstrap')} resamples):",
         "",
         format_table(metrics),
@@ -75,10 +84,16 @@ def results_section(model_dir: Path = MODEL) -> str:
         f"{_pct(metrics['recall'])} | {_pct(metrics['specificity'])} | {_pct(metrics['precision'])} | "
         f"{metrics['roc_auc']:.3f} |",
     ]
+    for path in sorted((ROOT / "docs" / "bundle_history").glob("*.test-metrics.json")):
+        old = json.loads(path.read_text())
+        lines.append(f"| earlier bundle `{path.name.removesuffix('.test-metrics.json')}` (test, threshold "
+                     f"{old['threshold']:.3f}) | {_pct(old['accuracy'])} | {_pct(old['recall'])} | "
+                     f"{_pct(old['specificity'])} | {_pct(old['precision'])} | {old['roc_auc']:.3f} |")
     for name, ref in REFERENCES:
         auc = f"{ref['roc_auc']:.3f}" if "roc_auc" in ref else "-"
         lines.append(f"| {name} | {_pct(ref.get('accuracy'))} | {_pct(ref.get('recall'))} | "
                      f"{_pct(ref.get('specificity'))} | {_pct(ref.get('precision'))} | {auc} |")
+    lines += ["", against_reference(metrics, *REFERENCES[-1])]
     lines += [
         "",
         "| ROC | precision-recall | confusion matrix | reliability |",
@@ -92,15 +107,24 @@ def results_section(model_dir: Path = MODEL) -> str:
         f"{inference['validation'].get('ece_after', float('nan')):.4f}); test ECE {metrics['ece']:.4f}.",
         "",
         "Training, per epoch (validation = a patient-grouped 15% of train, "
-        f"{inference['validation'].get('n')} images; sensitivity and specificity at 0.5 before calibration):",
+        f"{inference['validation'].get('n')} images), beside the GPU runs of the same recipe at 224 px "
+        "(`docs/training_curves.py`; the command is under the table of changes below):",
         "",
-        "| epoch | weights | train loss | val loss | val ROC-AUC | val sensitivity | val specificity | train img/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "![validation per epoch](docs/training_curves.png)",
+        "",
+        "<details><summary>every epoch of the bundled model's run (sensitivity and specificity at 0.5 before "
+        "calibration)</summary>",
+        "",
+        "| epoch | size | weights | train loss | val loss | val calibrated loss | val ROC-AUC | val sensitivity | "
+        "val specificity | train img/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in log["history"]:
         kind = "moving average" if r.get("weights") == "ema" else "weights"
-        lines.append(f"| {r['epoch']} | {kind} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['val_roc_auc']:.4f} | "
+        lines.append(f"| {r['epoch']} | {r.get('train_size', args['image_size'])} | {kind} | {r['train_loss']:.4f} | "
+                     f"{r['val_loss']:.4f} | {r.get('val_calibrated_loss', float('nan')):.4f} | {r['val_roc_auc']:.4f} | "
                      f"{r['val_sensitivity']:.4f} | {r['val_specificity']:.4f} | {r['train_images_per_s']:.1f} |")
+    lines += ["", "</details>"]
     lines += ["", f"At the operating threshold, validation sensitivity {inference['validation']['sensitivity']:.4f}, "
               f"specificity {inference['validation']['specificity']:.4f}: as the data notes warn, validation carved "
               "from train flatters specificity compared with the separately collected test split."]
@@ -112,8 +136,24 @@ def results_section(model_dir: Path = MODEL) -> str:
                   "charts and shapes. The other chest X-rays are the adult DICOM/PNG/JPEG files of "
                   "`../shared/data/formats` (a different population, so flagging them is not wrong)."]
     if "robustness" in metrics:
-        lines += ["", "### Robustness (test split, operating threshold)", "", format_robustness(metrics)]
+        worst, change = min(metrics["robustness"].items(), key=lambda item: item[1]["accuracy"])
+        lines += ["", "### Robustness (test split, operating threshold)", "", format_robustness(metrics), "",
+                  f"The largest cost in accuracy: {worst}, {100 * (metrics['accuracy'] - change['accuracy']):.1f} points."]
     return "\n".join(lines)
+
+
+def against_reference(metrics: dict, name: str, reference: dict) -> str:
+    """One sentence: where this model's test figures stand against a published reference, with the 95% intervals."""
+    parts = []
+    for key, label in (("accuracy", "accuracy"), ("recall", "sensitivity"), ("specificity", "specificity"),
+                       ("roc_auc", "ROC-AUC")):
+        if key not in reference:
+            continue
+        low, high = metrics["ci95"][key]
+        side = "above" if metrics[key] > reference[key] else "below"
+        certain = low > reference[key] or high < reference[key]
+        parts.append(f"{label} {side} ({'the whole 95% interval' if certain else 'the 95% interval includes it'})")
+    return f"Against {name}: " + "; ".join(parts) + "."
 
 
 def validation_section() -> str:
@@ -124,16 +164,22 @@ def validation_section() -> str:
     lines = ["### What each change did on validation", "",
              f"`{results['command']}`", "",
              f"The same patient-grouped validation split for every row ({results['rows'][0]['n']} images); the test "
-             "split played no part. Log-loss and ECE after a temperature fitted on the row's own logits; specificity "
-             "at the threshold that keeps 95% sensitivity.", "",
+             "split played no part. Log-loss and ECE after a temperature fitted on the row's own logits (the "
+             "calibrated log-loss that `--select-metric calibrated_loss` selects by); specificity at the threshold "
+             "that keeps 95% sensitivity. Rows whose inference says \"(training)\" are runs whose weights were not "
+             "kept: the figures are those their training log recorded for the selected epoch.", "",
              "| model | inference | ROC-AUC | log-loss | ECE | specificity at 95% sensitivity | best in the training log (ROC-AUC) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in results["rows"]:
         logged = "; ".join(f"{'moving average' if kind == 'ema' else 'weights'}: {best['val_roc_auc']:.4f} "
                            f"(epoch {best['epoch']})" for kind, best in row.get("log_best", {}).items())
         inference = f"{row.get('precision', 'float32')}, {row.get('views', 1)} view(s)"
-        lines.append(f"| {row['label']} | {inference} | {row['roc_auc']:.4f} | {row['log_loss']:.3f} | {row['ece']:.3f} | "
-                     f"{_pct(row['specificity'])} | {logged} |")
+        ece = "-" if row.get("ece") is None else f"{row['ece']:.3f}"
+        lines.append(f"| {row['label']} | {inference} | {row['roc_auc']:.4f} | {row['log_loss']:.3f} | {ece} | "
+                     f"{_pct(row.get('specificity'))} | {logged} |")
+    curves = ROOT / "docs" / "training_curves.json"
+    if curves.exists():
+        lines += ["", f"The picture of validation per epoch above: `{json.loads(curves.read_text())['command']}`."]
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """What each change did on validation: the README's results table, from model folders and their logs.
 
     python docs/validation_results.py --data ../shared/data/chest_xray \\
-        --run "LABEL=MODEL_DIR" [--run ...] [--deployed "LABEL=MODEL_DIR" ...] --output docs/validation_results.json
+        --run "LABEL=MODEL_DIR" [--run ...] [--deployed "LABEL=MODEL_DIR" ...] [--logged "LABEL=RUN_DIR" ...] \\
+        --output docs/validation_results.json
 
 `--run`: the network of a training run's folder, as trained (fp32, the image as is, no OOD gate).
 `--deployed`: a folder made by `modeling.finalize`, as the app runs it (its precision and test-time
@@ -9,7 +10,9 @@ views, through `Predictor.from_pretrained`). Each is predicted on the validation
 split.json; the table gives ROC-AUC, the log-loss and expected calibration error after a
 temperature fitted on those same logits, and the specificity at the threshold that keeps 95%
 sensitivity. The training log's best validation ROC-AUC of the raw weights and of their moving
-average are listed too. Only the validation split is read: the test split stays for the final report.
+average are listed too. `--logged`: a run whose weights were not kept (only its training_log.json),
+given by what the log recorded for its selected epoch (ROC-AUC and calibrated log-loss, computed
+during training in its mixed precision). Only the validation split is read: the test split stays for the final report.
 """
 from __future__ import annotations
 
@@ -56,33 +59,55 @@ def best_from_log(model_dir: Path) -> dict:
     return best
 
 
+def predicted_row(label: str, model_dir: Path, deployed: bool, data: str) -> dict:
+    """A row from predicting the validation side of the folder's split.json."""
+    if deployed:
+        predictor = Predictor.from_pretrained(model_dir, device="cpu")
+    else:
+        predictor = Predictor(PneumoniaClassifier.from_pretrained(model_dir), device="cpu", precision="float32")
+        predictor.config.tta_views = []
+    labels, logits, _ = predictor.predict_saved_split(data, model_dir / "split.json", "validation")
+    row = {"label": label, "model_dir": str(model_dir), "deployed": deployed, "precision": predictor.precision,
+           "views": 1 + len(predictor.config.tta_views), **summarise(labels, logits, predictor.config.positive_index)}
+    log_file = model_dir / "training_log.json"
+    if not deployed and log_file.exists():
+        log = json.loads(log_file.read_text())
+        row |= {"command": log.get("command"), "epochs": log["args"]["epochs"], "best_epoch": log["best_epoch"],
+                "selected_weights": log.get("best_weights", "weights"), "log_best": best_from_log(model_dir)}
+    return row
+
+
+def logged_row(label: str, run_dir: Path) -> dict:
+    """A row from a training log alone: the selected epoch as it was validated during training."""
+    log = json.loads((run_dir / "training_log.json").read_text())
+    chosen = next(r for r in log["history"]
+                  if r["epoch"] == log["best_epoch"] and r.get("weights", "weights") == log.get("best_weights", "weights"))
+    return {"label": label, "model_dir": str(run_dir), "deployed": False, "logged_only": True,
+            "precision": log["args"].get("mixed_precision", "bf16") + " (training)", "views": 1,
+            "roc_auc": chosen["val_roc_auc"], "log_loss": chosen["val_calibrated_loss"], "ece": None,
+            "sensitivity": None, "specificity": None, "command": log.get("command"), "epochs": log["args"]["epochs"],
+            "best_epoch": log["best_epoch"], "selected_weights": log.get("best_weights", "weights"),
+            "log_best": best_from_log(run_dir)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--run", action="append", default=[], help="LABEL=MODEL_DIR: the trained network, fp32, one view")
-    parser.add_argument("--deployed", action="append", default=[], help="LABEL=MODEL_DIR: a finalized folder as deployed")
+    # one list, in the order given on the command line: the table's rows keep that order
+    for kind, meaning in (("run", "LABEL=MODEL_DIR: the trained network, fp32, one view"),
+                          ("deployed", "LABEL=MODEL_DIR: a finalized folder as deployed"),
+                          ("logged", "LABEL=RUN_DIR: a run known by its training_log.json alone")):
+        parser.add_argument(f"--{kind}", dest="rows", action="append", default=[], help=meaning,
+                            metavar="LABEL=DIR", type=lambda spec, kind=kind: (kind, spec))
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
     rows = []
-    for spec, deployed in [(spec, False) for spec in args.run] + [(spec, True) for spec in args.deployed]:
-        label, model_dir = spec.split("=", 1)
-        model_dir = Path(model_dir)
-        if deployed:
-            predictor = Predictor.from_pretrained(model_dir, device="cpu")
-        else:
-            predictor = Predictor(PneumoniaClassifier.from_pretrained(model_dir), device="cpu", precision="float32")
-            predictor.config.tta_views = []
-        labels, logits, _ = predictor.predict_saved_split(args.data, model_dir / "split.json", "validation")
-        row = {"label": label, "model_dir": str(model_dir), "deployed": deployed, "precision": predictor.precision,
-               "views": 1 + len(predictor.config.tta_views), **summarise(labels, logits, predictor.config.positive_index)}
-        log_file = model_dir / "training_log.json"
-        if not deployed and log_file.exists():
-            log = json.loads(log_file.read_text())
-            row |= {"command": log.get("command"), "epochs": log["args"]["epochs"], "best_epoch": log["best_epoch"],
-                    "selected_weights": log.get("best_weights", "weights"), "log_best": best_from_log(model_dir)}
-        rows.append(row)
-        print(row, flush=True)
+    for kind, spec in args.rows:
+        label, folder = spec.split("=", 1)
+        rows.append(logged_row(label, Path(folder)) if kind == "logged"
+                    else predicted_row(label, Path(folder), kind == "deployed", args.data))
+        print(rows[-1], flush=True)
     command = " ".join(["python", "docs/validation_results.py", *map(shlex.quote, sys.argv[1:])])
     args.output.write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -39,6 +39,16 @@ BLUR_PROBABILITY = 0.25
 MAX_BLUR_SIGMA = 2.0  # pixels at 224 px, scaled with the training size
 
 
+def describe() -> str:
+    """The augmentation in one sentence, from the constants above (for the model card)."""
+    return (f"a crop keeping {CROP_AREA[0]:.0%}-{CROP_AREA[1]:.0%} of the image (aspect {CROP_ASPECT[0]}-{CROP_ASPECT[1]}), "
+            f"a rotation of up to {MAX_ROTATION_DEGREES:g} degrees and a shift of up to {MAX_SHIFT:.0%}; for "
+            f"{PAD_PROBABILITY:.0%} of the images instead a zoom-out onto black (a letterbox up to 16:9 or padding on both "
+            f"sides); brightness and contrast of up to {MAX_EXPOSURE_CHANGE:.0%}, a gamma of {GAMMA[0]}-{GAMMA[1]} and a random "
+            f"grey-level window; a Gaussian blur (sigma up to {MAX_BLUR_SIGMA:g} px at 224 px) for {BLUR_PROBABILITY:.0%} of "
+            "the images; no flips")
+
+
 class BatchAugment:
     """uint8 batch (B, 3, H, W) -> augmented, normalised float batch (B, 3, S, S), channels_last."""
 

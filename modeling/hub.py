@@ -20,6 +20,7 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
+from .augment import describe as describe_augmentation
 from .calibration import THRESHOLD_RULES
 from .config import ModelConfig
 from .metrics import RATES
@@ -28,7 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CARD_TEMPLATE = REPO_ROOT / "model_card.md"
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
 MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "int8-calibration.safetensors", "README.md",
-               "training_log.json", "data_report.json", "split.json", "eval/metrics.json", "eval/roc.png",
+               "training_log.json", "data_report.json", "split.json", "validation_thresholds.png",
+               "validation_thresholds.json", "eval/metrics.json", "eval/roc.png",
                "eval/pr.png", "eval/confusion_matrix.png", "eval/reliability.png", "eval/predictions.csv"]
 SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
 CARD_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc")
@@ -78,7 +80,9 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         threshold_rules=config.validation.get("threshold_rules"), finalized_by=config.validation.get("finalized_by"),
         dataset=DATASET_ID, train_images=report.get("train_images"), validation_images=report.get("validation_images"),
         unreadable=len(report.get("train", {}).get("unreadable", [])),
-        train_command=log.get("command") or train_command(args),
+        commands=reproduction_commands(log, config), epoch_cost=epoch_cost(log),
+        size_schedule=", ".join(f"{size} px for {count} epochs" for size, count in args.get("size_schedule") or []),
+        augmentation=describe_augmentation(), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
         views=1 + len(config.tta_views), precision=config.precision,
         int8_images=config.quantization.get("calibration_images"),
@@ -91,6 +95,28 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         metrics=metrics, rates=RATES, bootstrap=metrics.get("bootstrap", "many"),
         ood_quantile=config.ood.get("quantile"), ood_stages=", ".join(config.ood.get("stages", [])),
     )
+
+
+def reproduction_commands(log: dict[str, Any], config: ModelConfig) -> list[str]:
+    """The commands that rebuild the folder: training as logged (without --resume, which only continues an
+    interrupted run) with its batch size pinned, so that the same command runs the same recipe on a CPU and on a
+    GPU (where the default batch differs), then the finalize command recorded in config.json."""
+    words = [word for word in (log.get("command") or train_command(log["args"])).split() if word != "--resume"]
+    if "--batch-size" not in words:
+        words += ["--batch-size", str(log["args"]["batch_size"])]
+    finalized_by = config.validation.get("finalized_by", "")
+    return [" ".join(words), *([finalized_by] if finalized_by.startswith("python -m modeling.finalize") else [])]
+
+
+def epoch_cost(log: dict[str, Any]) -> dict[str, Any]:
+    """Training hours in the log, and mean seconds per epoch at each training size."""
+    epochs = {record["epoch"]: record for record in log["history"]}  # one record per epoch (weights and EMA share it)
+    by_size: dict[int, list[float]] = {}
+    for record in epochs.values():
+        by_size.setdefault(record.get("train_size", log["args"]["image_size"]), []).append(record["train_seconds"])
+    return {"hours": sum(r["train_seconds"] for r in epochs.values()) / 3600,
+            "seconds_per_epoch": {size: sum(v) / len(v) for size, v in sorted(by_size.items())},
+            "num_processes": log.get("num_processes", 1)}
 
 
 def train_command(args: dict[str, Any]) -> str:

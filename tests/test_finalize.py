@@ -77,6 +77,55 @@ def test_evaluate_predictor_and_app_give_identical_probabilities(finalized, smal
         assert evaluated[path.name] == pytest.approx(p_mine, abs=tolerance)
 
 
+def test_evaluate_on_validation_reproduces_what_finalize_fitted(finalized, small_data, tmp_path):
+    """`evaluate.py --split validation` reads the validation side of the folder's split.json: the same images, and at
+    the stored threshold the same sensitivity and specificity that finalize recorded."""
+    precision, folder = finalized
+    out = tmp_path / "validation"
+    run_script("evaluate.py", "--model", str(folder), "--data", str(small_data), "--split", "validation",
+               "--output-dir", str(out), "--bootstrap", "20")
+    with open(out / "predictions.csv") as f:
+        names = [row["image"] for row in csv.DictReader(f)]
+    assert sorted(names) == sorted(json.loads((folder / "split.json").read_text())["validation"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    fitted = json.loads((folder / "config.json").read_text())["inference"]["validation"]
+    assert metrics["n"] == fitted["n"] and metrics["split"] == "validation"
+    assert metrics["recall"] == pytest.approx(fitted["sensitivity"], abs=1e-9)
+    assert metrics["specificity"] == pytest.approx(fitted["specificity"], abs=1e-9)
+
+
+def test_evaluate_on_validation_without_a_split_file_is_one_sentence(finalized, small_data, tmp_path):
+    _, folder = finalized
+    copied = tmp_path / "no-split"
+    shutil.copytree(folder, copied)
+    (copied / "split.json").unlink()
+    result = run_script("evaluate.py", "--model", str(copied), "--data", str(small_data), "--split", "validation",
+                        "--output-dir", str(tmp_path / "out"), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"The model {copied} has no split.json, so its validation images "
+                                                  "are unknown; pass another --split."]
+
+
+def test_threshold_figure_shows_the_validation_images_that_decide_the_rules(finalized, small_data, tmp_path):
+    _, folder = finalized
+    picture = tmp_path / "thresholds.png"
+    run_script("docs/threshold_images.py", str(folder), "--data", str(small_data), "--per-row", "3",
+               "--output", str(picture))
+    listing = json.loads(picture.with_suffix(".json").read_text())
+    split = json.loads((folder / "split.json").read_text())
+    labels = {name: label for label in ("NORMAL", "PNEUMONIA") for name in
+              (path.name for path in (small_data / "train" / label).iterdir())}
+    shown_pneumonia = [entry["file"] for entry in listing["pneumonia_most_normal"]]
+    shown_normal = [entry["file"] for entry in listing["normal_most_pneumonia"]]
+    assert len(shown_pneumonia) == len(shown_normal) == 3
+    assert set(shown_pneumonia + shown_normal) <= set(split["validation"])
+    assert {labels[name] for name in shown_pneumonia} == {"PNEUMONIA"} and {labels[n] for n in shown_normal} == {"NORMAL"}
+    ordered = [entry["p"] for entry in listing["pneumonia_most_normal"]]
+    assert ordered == sorted(ordered)  # most normal first
+    assert set(listing["threshold_rules"]) == {"sensitivity", "youden", "prior"}
+    assert picture.stat().st_size > 10_000
+
+
 def _copy(folder, tmp_path, name):
     target = tmp_path / name
     shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints", "eval"))

@@ -111,8 +111,14 @@ def test_card_metadata_is_valid_and_matches_metrics(evaluated_model):
         assert result.metric_value == round(metrics[result.metric_type], 4)
     text = card.text
     for needle in ("not a diagnosis", "aged one to five", "Trained from scratch", "hf-hub:" + REPO_ID,
-                   "eval/roc.png", "@article{kermany2018identifying"):
+                   "eval/roc.png", "@article{kermany2018identifying", "zoom-out onto black", "### Reproduce"):
         assert needle in text
+    # the reproduction commands: training as logged, the batch size pinned so that a GPU runs the same recipe
+    log = json.loads((evaluated_model / "training_log.json").read_text())
+    commands = re.search(r"### Reproduce\n.*?```bash\n(.*?)```", text, re.S).group(1).splitlines()
+    assert commands[0].startswith("python train.py") and "--resume" not in commands[0].split()
+    assert f"--batch-size {log['args']['batch_size']}" in commands[0]
+    assert set(log["command"].split()) - {"--resume"} <= set(commands[0].split())
     table = re.search(r"\| recall \| ([0-9.]+) \| ([0-9.]+)-([0-9.]+) \|", text)
     assert float(table.group(1)) == round(metrics["recall"], 4)
     assert float(table.group(2)) == round(metrics["ci95"]["recall"][0], 3)

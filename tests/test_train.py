@@ -57,6 +57,13 @@ def test_evaluate_writes_metrics_plots_and_predictions(tiny_model_dir, small_dat
     assert rows[0] == "image,label,prob_pneumonia,predicted" and len(rows) == 25
 
 
+def test_training_curves_picture_from_the_training_log(tiny_model_dir, tmp_path):
+    picture = tmp_path / "curves.png"
+    result = run_script("docs/training_curves.py", "--run", f"tiny={tiny_model_dir}", "--output", str(picture))
+    assert result.stdout.strip() == f"wrote {picture}"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
+
+
 def test_offline_pretrained_run_stops_with_one_sentence(small_data, tmp_path):
     result = run_script("train.py", "--data", str(small_data), "--output-dir", str(tmp_path), "--model", "test_resnet",
                         "--epochs", "1", check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
