@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from modeling.calibration import expected_calibration_error
 from modeling.data import (DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names,
-                           load_data, saved_split_indices)
+                           load_data, saved_split)
 from modeling.files import SPLIT_NAME, ModelLoadError, resolve_model_folder, write_json_atomic
 from modeling.inference import Predictor
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
@@ -137,9 +136,7 @@ def model_split(splits, args: argparse.Namespace):
         if not split_file.exists():
             raise ModelLoadError(f"The model {args.model} has no {SPLIT_NAME}, so its validation images are unknown; "
                                  "pass another --split.")
-        if json.loads(split_file.read_text()).get("source") == "dataset validation split" and "validation" in splits:
-            return splits["validation"]  # the run validated on the dataset's own split
-        return splits["train"].select(saved_split_indices(splits["train"], split_file, "validation"))
+        return saved_split(splits, split_file, "validation")
     if args.split not in splits:
         sys.exit(f"The data has no split {args.split!r}; it has {', '.join(splits)}.")
     return splits[args.split]

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from modeling import Predictor  # noqa: E402
 from modeling.calibration import positive_probs  # noqa: E402
-from modeling.data import image_name, load_data, saved_split_indices  # noqa: E402
+from modeling.data import image_name, load_data, saved_split  # noqa: E402
 from modeling.preprocessing import read_image, to_rgb  # noqa: E402
 
 RULE_COLOURS = {"sensitivity": "crimson", "youden": "darkorange", "prior": "royalblue"}
@@ -54,8 +54,7 @@ def main() -> None:
     labels, logits, _ = predictor.predict_saved_split(args.data, split_file, "validation")
     positive = labels == config.positive_index
     probs = positive_probs(logits, config.temperature, config.positive_index)
-    train = load_data(args.data)["train"]
-    records = train.select(saved_split_indices(train, split_file, "validation"))["image"]
+    records = saved_split(load_data(args.data), split_file, "validation")["image"]
     names = [image_name(record, i) for i, record in enumerate(records)]
     rules = config.validation["threshold_rules"]
 

@@ -23,7 +23,7 @@ from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 
 from .config import ModelConfig
-from .files import write_json_atomic
+from .files import looks_like_path, write_json_atomic
 from .preprocessing import ImageLoadError, read_image, resize_transform, to_rgb
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
@@ -38,7 +38,7 @@ def load_data(data: str, cache_dir: str | None = None) -> DatasetDict:
     """All splits of a local imagefolder or a Hub dataset, with images left undecoded."""
     if os.path.isdir(data):
         splits = load_dataset("imagefolder", data_dir=data, cache_dir=cache_dir)
-    elif os.path.exists(data) or data.startswith((".", "/", "~")) or data.count("/") > 1:
+    elif looks_like_path(data):
         raise DataLoadError(f"--data {data} is not a folder; pass an imagefolder or a Hugging Face dataset id.")
     else:
         try:
@@ -171,6 +171,15 @@ def saved_split_indices(train: Dataset, split_file: Path, side: str) -> list[int
     """Indices in `train` of one side ("train" or "validation") of the split a training run saved."""
     keep = set(json.loads(Path(split_file).read_text())[side])
     return [i for i, record in enumerate(train["image"]) if image_name(record, i) in keep]
+
+
+def saved_split(splits: DatasetDict, split_file: Path, side: str) -> Dataset:
+    """One side ("train" or "validation") of the split a training run saved (split.json): carved from the
+    data's train split, or the data's own validation split where the run validated on that."""
+    source = json.loads(Path(split_file).read_text()).get("source")
+    if side == "validation" and source == "dataset validation split" and "validation" in splits:
+        return splits["validation"]
+    return splits["train"].select(saved_split_indices(splits["train"], split_file, side))
 
 
 def attach_transform(split: Dataset, transform: Callable[[Any], torch.Tensor],

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import REFIT, check_fitted_for, deployment, file_record
 from .calibration import calibrated_probs
-from .data import attach_transform, label_mapping, label_names, load_data, saved_split_indices
+from .data import attach_transform, label_mapping, label_names, load_data, saved_split
 from .explain import grad_cam
 from .files import ModelLoadError, resolve_model_folder
 from .model import PneumoniaClassifier
@@ -224,9 +224,8 @@ class Predictor:
     def predict_saved_split(self, data: str, split_file: Path, side: str, with_features: bool = False,
                             views: bool = True, batch_size: int = 32) -> tuple[np.ndarray, ...]:
         """`predict_loader` over one side ("train" or "validation") of the split a training run saved."""
-        train = load_data(data)["train"]
-        subset = train.select(saved_split_indices(train, split_file, side))
-        to_model = label_mapping(label_names(train), self.config.label_names)
+        subset = saved_split(load_data(data), split_file, side)
+        to_model = label_mapping(label_names(subset), self.config.label_names)
         loader = DataLoader(attach_transform(subset, self.transform, to_model), batch_size=batch_size)
         return self.predict_loader(loader, desc=side, with_features=with_features, views=views)
 

@@ -9,10 +9,10 @@ from torch.utils.data import DataLoader
 
 from modeling.config import ModelConfig
 from modeling.data import (BalancedSampler, DecodedImages, decode_once, drop_unreadable, first, grouped_validation_split,
-                           load_data, patient_id)
+                           image_name, load_data, patient_id, saved_split)
 from modeling.preprocessing import load_rgb, resize_transform
 
-from conftest import FULL_KERMANY, copy_subset, needs_full_data
+from conftest import FULL_KERMANY, KERMANY, copy_subset, needs_full_data
 
 
 @pytest.mark.parametrize("name, patient", [
@@ -88,3 +88,30 @@ def test_images_decoded_once_come_back_as_uint8_batches_equal_to_the_resize(tmp_
         assert labels[i] == label_map[record["label"]]
     again = decode_once(train, config, label_map)  # read back from the datasets cache
     assert again.cache_files == decoded.cache_files
+
+
+def test_saved_split_is_carved_from_train_or_is_the_datasets_own_validation(tmp_path):
+    """Every reader of split.json (finalize, evaluate --split validation, the docs figures) gets the images the
+    run validated on: a part of train, or the data's own validation split where the run used that."""
+    data = copy_subset(tmp_path / "data", {"train": 3})
+    for label in ("NORMAL", "PNEUMONIA"):  # a validation split of the data's own, from the shipped test images
+        (data / "validation" / label).mkdir(parents=True)
+        for source in sorted((KERMANY / "test" / label).iterdir())[:2]:
+            (data / "validation" / label / source.name).write_bytes(source.read_bytes())
+    splits = load_data(str(data))
+    train_names = [image_name(r, i) for i, r in enumerate(splits["train"]["image"])]
+    own_names = [image_name(r, i) for i, r in enumerate(splits["validation"]["image"])]
+
+    def names(split):
+        return sorted(image_name(r, i) for i, r in enumerate(split["image"]))
+
+    carved = tmp_path / "carved.json"
+    carved.write_text(json.dumps({"source": "patient-grouped stratified split of train",
+                                  "train": train_names[2:], "validation": train_names[:2]}))
+    assert names(saved_split(splits, carved, "validation")) == sorted(train_names[:2])
+    assert names(saved_split(splits, carved, "train")) == sorted(train_names[2:])
+
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"source": "dataset validation split", "train": train_names, "validation": own_names}))
+    assert names(saved_split(splits, own, "validation")) == sorted(own_names) and len(own_names) == 4
+    assert names(saved_split(splits, own, "train")) == sorted(train_names)
