@@ -131,8 +131,8 @@ def _clean_temp_folder(folder: Path) -> None:
 
 def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTES) -> gr.Blocks:
     """The demo's UI and API around a `Predictor` (compiled already if it is to be)."""
-    if predictor.precision == "int8":  # compile for one image now, not at the first request
-        predictor.analyse([Image.new("L", (predictor.config.image_size,) * 2, 128)])
+    # one image now, so that compiling (int8 always, `--compile` otherwise) happens at start, not at the first request
+    predictor.analyse([Image.new("L", (predictor.config.image_size,) * 2, 128)])
     config = predictor.config
     labels = list(config.label_names)
     lifetime = max(1, round(cache_minutes * 60))
