@@ -29,7 +29,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from timm.data import resolve_model_data_config
+from timm.data import Mixup, resolve_model_data_config
+from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
@@ -66,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup: train on blends of two images and of their labels, the weight drawn from "
+                        "Beta(ALPHA, ALPHA) per image (Zhang et al. 2018; it resists noisy labels; 0: off)")
+    p.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                   help="cutmix: paste a patch of another image, labels weighted by area (0: off); with --mixup, "
+                        "each image gets one or the other")
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--ema-decay", type=float, default=0.998,
                    help="also keep an exponential moving average of the weights (0: off); validation picks either")
@@ -116,6 +123,8 @@ def main(args: argparse.Namespace) -> None:
         args.batch_size = 32 if accelerator.device.type == "cpu" else 256
     if args.lr is None:
         args.lr = 1e-3 * math.sqrt(args.batch_size * accelerator.num_processes / 32)
+    if (args.mixup or args.cutmix) and args.batch_size % 2:
+        sys.exit(f"--mixup and --cutmix pair the images of a batch: make --batch-size even (it is {args.batch_size}).")
     log(f"{accelerator.num_processes} process(es) on {accelerator.device.type}, {args.batch_size} images per step "
         f"each, learning rate {args.lr:.2e}")
     set_seed(args.seed)
@@ -176,7 +185,11 @@ def main(args: argparse.Namespace) -> None:
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, args.epochs * steps_per_epoch - warmup_steps),
                                   lr_min=0.0, warmup_t=warmup_steps, warmup_lr_init=args.lr / max(1, warmup_steps),
                                   warmup_prefix=True, t_in_epochs=False)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    # mixup and cutmix blend each image with its mirror in the batch; numpy draws the blends, and the checkpoint
+    # keeps numpy's random state, so a resumed run blends as an uninterrupted one would
+    mix = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, mode="elem", label_smoothing=args.label_smoothing,
+                num_classes=len(config.label_names)) if args.mixup or args.cutmix else None
+    criterion = SoftTargetCrossEntropy() if mix else torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -203,9 +216,11 @@ def main(args: argparse.Namespace) -> None:
         started, loss_sum = time.time(), 0.0
         for step, batch in enumerate(train_loader, 1):
             scheduler.step_update(epoch * steps_per_epoch + step - 1)
-            pixels = augment(batch["pixel_values"], output_size=sizes[epoch])
+            pixels, targets = augment(batch["pixel_values"], output_size=sizes[epoch]), batch["label"]
+            if mix is not None:
+                pixels, targets = mix(pixels, targets)
             with accelerator.autocast():
-                loss = criterion(model(pixels), batch["label"])
+                loss = criterion(model(pixels), targets)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -72,6 +72,14 @@ def test_offline_pretrained_run_stops_with_one_sentence(small_data, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_mixup_with_an_odd_batch_stops_with_one_sentence(small_data, tmp_path):
+    result = run_script("train.py", "--data", str(small_data), "--output-dir", str(tmp_path), *TINY_TRAIN_ARGS,
+                        "--batch-size", "7", "--mixup", "0.2", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == ("--mixup and --cutmix pair the images of a batch: make "
+                                                      "--batch-size even (it is 7).")
+
+
 def test_balanced_sampler_is_sharded_across_two_processes(tmp_path):
     out = tmp_path / "probe.json"
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -108,7 +116,8 @@ def _assert_checkpoint_complete(root: Path) -> None:
 
 
 def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(small_data, tmp_path):
-    args = ["train.py", "--data", str(small_data), "--epochs", "5", *TINY_TRAIN_ARGS]
+    # with mixup and cutmix on, so that their random draws must resume where they stopped too
+    args = ["train.py", "--data", str(small_data), "--epochs", "5", "--mixup", "0.4", "--cutmix", "1.0", *TINY_TRAIN_ARGS]
     reference = tmp_path / "reference"
     run_script(*args, "--output-dir", str(reference))
 
