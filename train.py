@@ -271,6 +271,9 @@ def main(args: argparse.Namespace) -> None:
                                                       "best_epoch": state["best_epoch"],
                                                       "best_weights": state.get("best_weights", "weights"),
                                                       "num_processes": accelerator.num_processes,
+                                                      "device": (torch.cuda.get_device_name(accelerator.device)
+                                                                 if accelerator.device.type == "cuda"
+                                                                 else accelerator.device.type),
                                                       "tcmalloc": tcmalloc_active()})
         log(f"best epoch {state['best_epoch']} ({state.get('best_weights', 'weights')}); model saved to {out}")
     accelerator.wait_for_everyone()

@@ -109,14 +109,15 @@ def reproduction_commands(log: dict[str, Any], config: ModelConfig) -> list[str]
 
 
 def epoch_cost(log: dict[str, Any]) -> dict[str, Any]:
-    """Training hours in the log, and mean seconds per epoch at each training size."""
+    """Training hours in the log, mean seconds per epoch at each training size, and the device the run trained on
+    ("cpu" for logs older than train.py's "device" field: every run bundled before it was a CPU run)."""
     epochs = {record["epoch"]: record for record in log["history"]}  # one record per epoch (weights and EMA share it)
     by_size: dict[int, list[float]] = {}
     for record in epochs.values():
         by_size.setdefault(record.get("train_size", log["args"]["image_size"]), []).append(record["train_seconds"])
     return {"hours": sum(r["train_seconds"] for r in epochs.values()) / 3600,
             "seconds_per_epoch": {size: sum(v) / len(v) for size, v in sorted(by_size.items())},
-            "num_processes": log.get("num_processes", 1)}
+            "num_processes": log.get("num_processes", 1), "device": log.get("device", "cpu")}
 
 
 def train_command(args: dict[str, Any]) -> str:
