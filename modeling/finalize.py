@@ -1,13 +1,14 @@
 """From trained weights to a deployable model folder, in one pass fitted for what will be deployed.
 
     python -m modeling.finalize RUN_DIR --data DIR_OR_ID [--output-dir DIR] [--precision int8|bfloat16|float32]
-                                [--tta default|none] [--threshold-rule sensitivity|youden|prior]
+                                [--tta default|none|auto] [--threshold-rule sensitivity|youden|prior]
                                 [--target-sensitivity 0.95] [--weights-dtype float32|bfloat16]
 
 RUN_DIR is a training run's folder (model.safetensors, config.json, split.json). In the deployed
 precision and test-time views, on the training split that the run saved:
 1. the weights are written in --weights-dtype (bf16 halves every download), and everything below
-   is fitted on exactly those weights;
+   is fitted on exactly those weights; `--tta auto` then deploys the views (the image alone, or
+   with the default views) whose validation log-loss after temperature scaling is lower, in float32;
 2. int8 only: activation ranges measured on training images, each with the views
    (`int8-calibration.safetensors`);
 3. temperature and threshold fitted on validation (the threshold by --threshold-rule; every rule's
@@ -34,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .artifacts import deployment, file_metadata
-from .calibration import THRESHOLD_RULES, operating_point
+from .calibration import THRESHOLD_RULES, fit_temperature, log_loss, operating_point, positive_probs
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, \
     saved_split_indices
 from .files import SPLIT_NAME, ModelLoadError
@@ -47,6 +48,7 @@ from .views import DEFAULT_TTA_VIEWS, normalized_views
 
 RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # copied along when --output-dir is elsewhere
 WEIGHTS_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+VIEW_CHOICES = {"default": list(DEFAULT_TTA_VIEWS), "none": []}
 
 
 def default_precision() -> str:
@@ -58,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The deployment options, shared with train.py (which finalizes its run at the end)."""
     parser.add_argument(f"--{prefix}precision", choices=["int8", "bfloat16", "float32"], default=None,
                         help="inference precision to deploy and fit for (default: int8 on a CPU, bfloat16 on a GPU)")
-    parser.add_argument(f"--{prefix}tta", choices=["default", "none"], default="default",
-                        help=f"test-time views: the image as is plus {DEFAULT_TTA_VIEWS} (default), or the image alone")
+    parser.add_argument(f"--{prefix}tta", choices=list(VIEW_CHOICES) + ["auto"], default="default",
+                        help=f"test-time views: the image as is plus {DEFAULT_TTA_VIEWS} (default), the image alone "
+                             "(none), or whichever of the two has the lower calibrated validation log-loss (auto)")
     parser.add_argument(f"--{prefix}threshold-rule", choices=list(THRESHOLD_RULES), default="sensitivity",
                         help="; ".join(f"{name}: {meaning}" for name, (_, meaning) in THRESHOLD_RULES.items()))
     parser.add_argument(f"--{prefix}target-sensitivity", type=float, default=0.95,
@@ -87,6 +90,20 @@ def _int8_calibration(network: PneumoniaClassifier, data: str, split_file: Path,
     return calibrate(network.cpu().eval(), batches), len(loader) * loader.batch_size
 
 
+def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> tuple[str, dict[str, float]]:
+    """`--tta auto`: the entry of VIEW_CHOICES with the lower validation log-loss after a temperature fitted on the
+    same logits, predicted in float32 (int8 would need an activation calibration per candidate). Returns
+    (the choice, each candidate's calibrated log-loss)."""
+    config, scores = network.config, {}
+    for name, views in VIEW_CHOICES.items():
+        config.tta_views = list(views)
+        labels, logits, _ = Predictor(network, precision="float32").predict_saved_split(data, split_file, "validation")
+        positive = labels == config.positive_index
+        probs = positive_probs(logits, fit_temperature(logits, labels), config.positive_index)
+        scores[name] = log_loss(positive, probs)
+    return min(scores, key=scores.get), scores
+
+
 def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,
              tta: str = "default", threshold_rule: str = "sensitivity", target_sensitivity: float = 0.95,
              weights_dtype: str = "float32", ood_quantile: float = 0.995, int8_images: int = 256,
@@ -108,11 +125,18 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
 
     # 1. the weights as they will be deployed (config.json comes last, so that a half-finished folder is refused)
     config.precision = "float32"  # until the int8 calibration exists; the final value is written at the end
-    config.tta_views = list(DEFAULT_TTA_VIEWS) if tta == "default" else []
+    config.tta_views = list(VIEW_CHOICES.get(tta, []))
     config.ood, config.quantization, config.validation = {}, {}, {}
     network.save_model_files(out, weights_dtype=WEIGHTS_DTYPES[weights_dtype])
     network = PneumoniaClassifier.from_pretrained(out)  # exactly the stored (possibly rounded) weights, and views
     config = network.config
+    views_choice = None
+    if tta == "auto":
+        tta, scores = choose_views(network, data, out / SPLIT_NAME)
+        config.tta_views = list(VIEW_CHOICES[tta])
+        views_choice = {"rule": "auto: the lower validation log-loss after temperature scaling, in float32",
+                        "calibrated_log_loss": scores, "chosen": tta}
+        log("views: " + ", ".join(f"{name} {loss:.4f}" for name, loss in scores.items()) + f" -> {tta}")
     config.precision = precision
     fitted_for = deployment(config, out)
     split_file = out / SPLIT_NAME
@@ -136,6 +160,7 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
     point = operating_point(logits, labels, config.positive_index, threshold_rule, target_sensitivity)
     config.temperature, config.threshold = point.pop("temperature"), point.pop("threshold")
     config.validation = {**point, "temperature": config.temperature, "fitted_for": fitted_for,
+                         **({"views_choice": views_choice} if views_choice else {}),
                          "finalized_by": command or f"modeling.finalize.finalize({str(run_dir)!r}, {data!r}, ...)"}
     log(f"{1 + len(config.tta_views)} view(s), {precision}: temperature {config.temperature:.4f} (validation ECE "
         f"{point['ece_before']:.4f} -> {point['ece_after']:.4f}); threshold {config.threshold:.4f} ({threshold_rule}): "

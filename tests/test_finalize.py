@@ -49,6 +49,27 @@ def test_finalize_fits_every_artifact_for_the_deployed_settings(finalized):
     assert "threshold" not in json.loads((folder / "training_log.json").read_text())
 
 
+def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_validation_loss(tiny_model_dir, small_data,
+                                                                                   tmp_path):
+    out = tmp_path / "model"
+    result = run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+                        str(out), "--precision", "float32", "--tta", "auto")
+    validation = json.loads((out / "config.json").read_text())["inference"]["validation"]
+    choice = validation["views_choice"]
+    scores = choice["calibrated_log_loss"]
+    assert set(scores) == {"default", "none"} and choice["chosen"] == min(scores, key=scores.get)
+    predictor = Predictor.from_pretrained(out)  # loads: every artifact was fitted for the chosen views
+    assert len(predictor.config.tta_views) == (3 if choice["chosen"] == "default" else 0)
+    assert validation["fitted_for"]["views"] == predictor.config.tta_views
+    assert f"-> {choice['chosen']}" in result.stdout
+    for name, views in (("default", "default"), ("none", "none")):  # each candidate's score is what it deploys with
+        fixed = tmp_path / name
+        run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+                   str(fixed), "--precision", "float32", "--tta", views)
+        deployed = json.loads((fixed / "config.json").read_text())["inference"]["validation"]
+        assert deployed["log_loss_after"] == pytest.approx(scores[name], abs=1e-6)
+
+
 def test_evaluate_predictor_and_app_give_identical_probabilities(finalized, small_data, tmp_path):
     precision, folder = finalized
     out = tmp_path / "eval"
