@@ -43,10 +43,12 @@ def results_section(model_dir: Path = MODEL) -> str:
     args = log["args"]
     cost = epoch_cost(log)
     schedule = ", ".join(f"{size} px x {count}" for size, count in args.get("size_schedule") or [])
+    where = "this machine's 2-core CPU" if cost["device"] == "cpu" else f"one {cost['device']}"
     lines = [
         "## Results of the bundled model",
         "",
-        f"`weights/pneumonia-resnet50/`: {config['architecture']} **trained from scratch** on this machine's 2-core CPU "
+        f"`weights/pneumonia-resnet50/`: {config['architecture']} **trained from scratch** on "
+        f"{where} "
         f"({args['epochs']} epochs{f' with progressive resizing ({schedule})' if schedule else ''}, validated at "
         f"{args['image_size']} px; {cost['hours']:.1f} hours of training as logged; selected by validation "
         f"{args['select_metric']}: epoch {log['best_epoch']}, "
@@ -107,8 +109,9 @@ def results_section(model_dir: Path = MODEL) -> str:
         f"{inference['validation'].get('ece_after', float('nan')):.4f}); test ECE {metrics['ece']:.4f}.",
         "",
         "Training, per epoch (validation = a patient-grouped 15% of train, "
-        f"{inference['validation'].get('n')} images), beside the GPU runs of the same recipe at 224 px "
-        "(`docs/training_curves.py`; the command is under the table of changes below):",
+        f"{inference['validation'].get('n')} images), beside GPU runs of the same recipe at batch 256 (two seeds, "
+        "each also with 176 px instead of 224 px in its last 8 epochs; `docs/training_curves.py`, the command is "
+        "under the table of changes below):",
         "",
         "![validation per epoch](docs/training_curves.png)",
         "",
@@ -161,8 +164,9 @@ def validation_section() -> str:
     if not path.exists():
         return "### What each change did on validation\n\nNot measured yet (`python docs/validation_results.py`)."
     results = json.loads(path.read_text())
+    commands = results.get("commands", [results.get("command")])
     lines = ["### What each change did on validation", "",
-             f"`{results['command']}`", "",
+             *[f"`{command}`\n" for command in commands],
              f"The same patient-grouped validation split for every row ({results['rows'][0]['n']} images); the test "
              "split played no part. Log-loss and ECE after a temperature fitted on the row's own logits (the "
              "calibrated log-loss that `--select-metric calibrated_loss` selects by); specificity at the threshold "
@@ -180,6 +184,10 @@ def validation_section() -> str:
     curves = ROOT / "docs" / "training_curves.json"
     if curves.exists():
         lines += ["", f"The picture of validation per epoch above: `{json.loads(curves.read_text())['command']}`."]
+    mixup = ROOT / "docs" / "mixup_curves.json"
+    if mixup.exists():
+        lines += ["", "Mixup and cutmix (`--mixup`, `--cutmix`) on the GPU recipe, seed 42, every epoch "
+                  f"(`{json.loads(mixup.read_text())['command']}`):", "", "![mixup per epoch](docs/mixup_curves.png)"]
     return "\n".join(lines)
 
 

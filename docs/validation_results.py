@@ -12,7 +12,9 @@ temperature fitted on those same logits, and the specificity at the threshold th
 sensitivity. The training log's best validation ROC-AUC of the raw weights and of their moving
 average are listed too. `--logged`: a run whose weights were not kept (only its training_log.json),
 given by what the log recorded for its selected epoch (ROC-AUC and calibrated log-loss, computed
-during training in its mixed precision). Only the validation split is read: the test split stays for the final report.
+during training in its mixed precision). `--append` keeps the rows already in --output (runs whose folders are
+gone stay in the table) and adds the new ones after them; every command that wrote rows is kept.
+Only the validation split is read: the test split stays for the final report.
 """
 from __future__ import annotations
 
@@ -100,16 +102,19 @@ def main() -> None:
         parser.add_argument(f"--{kind}", dest="rows", action="append", default=[], help=meaning,
                             metavar="LABEL=DIR", type=lambda spec, kind=kind: (kind, spec))
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--append", action="store_true", help="keep the rows already in --output, add these after them")
     args = parser.parse_args()
 
-    rows = []
+    earlier = json.loads(args.output.read_text()) if args.append and args.output.exists() else {}
+    commands = earlier.get("commands", [earlier["command"]] if "command" in earlier else [])
+    rows = earlier.get("rows", [])
     for kind, spec in args.rows:
         label, folder = spec.split("=", 1)
         rows.append(logged_row(label, Path(folder)) if kind == "logged"
                     else predicted_row(label, Path(folder), kind == "deployed", args.data))
         print(rows[-1], flush=True)
-    command = " ".join(["python", "docs/validation_results.py", *map(shlex.quote, sys.argv[1:])])
-    args.output.write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
+    commands.append(" ".join(["python", "docs/validation_results.py", *map(shlex.quote, sys.argv[1:])]))
+    args.output.write_text(json.dumps({"commands": commands, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

@@ -35,7 +35,7 @@ def test_training_writes_a_finalized_model_folder(tiny_model_dir):
     assert [(r["epoch"], r["weights"]) for r in log["history"]] == [(1, "weights"), (1, "ema"), (2, "weights"), (2, "ema")]
     best = max(log["history"], key=lambda r: r["val_roc_auc"])
     assert (log["best_epoch"], log["best_weights"]) == (best["epoch"], best["weights"])
-    assert log["command"].startswith("python train.py --data")
+    assert log["command"].startswith("python train.py --data") and log["device"] == "cpu"
     split = json.loads((tiny_model_dir / "split.json").read_text())
     assert {patient_id(n) for n in split["train"]}.isdisjoint({patient_id(n) for n in split["validation"]})
     assert (tiny_model_dir / "data_report.json").exists()
@@ -62,6 +62,22 @@ def test_training_curves_picture_from_the_training_log(tiny_model_dir, tmp_path)
     result = run_script("docs/training_curves.py", "--run", f"tiny={tiny_model_dir}", "--output", str(picture))
     assert result.stdout.strip() == f"wrote {picture}"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
+
+
+def test_validation_table_appends_rows_and_keeps_every_command(tiny_model_dir, small_data, tmp_path):
+    table = tmp_path / "validation_results.json"
+    log = json.loads((tiny_model_dir / "training_log.json").read_text())
+    chosen = next(r for r in log["history"] if (r["epoch"], r["weights"]) == (log["best_epoch"], log["best_weights"]))
+    for label, extra in (("first", []), ("second", ["--append"])):
+        run_script("docs/validation_results.py", "--data", str(small_data), "--logged", f"{label}={tiny_model_dir}",
+                   "--output", str(table), *extra)
+    written = json.loads(table.read_text())
+    assert [row["label"] for row in written["rows"]] == ["first", "second"]
+    assert written["rows"][1]["log_loss"] == chosen["val_calibrated_loss"]
+    assert len(written["commands"]) == 2 and written["commands"][1].endswith("--append")
+    run_script("docs/validation_results.py", "--data", str(small_data), "--logged", f"alone={tiny_model_dir}",
+               "--output", str(table))  # without --append the table starts again
+    assert [row["label"] for row in json.loads(table.read_text())["rows"]] == ["alone"]
 
 
 def test_offline_pretrained_run_stops_with_one_sentence(small_data, tmp_path):
