@@ -98,7 +98,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["precision_deployed"] = predictor.precision
     metrics["views"] = 1 + len(config.tta_views)
     if predictor.ood is not None:
-        metrics["ood"] = ood_report(predictor, features, args.ood_images, args.other_xrays)
+        metrics["ood"] = ood_report(predictor, features, args.ood_images, args.other_xrays, args.split)
     if args.robustness:
         metrics["robustness"] = robustness_report(predictor, split, to_model, accelerator, args)
     if not accelerator.is_main_process:
@@ -155,11 +155,12 @@ def _folder_images(folder: Path) -> tuple[list[str], list, list[str]]:
 
 
 def ood_report(predictor: Predictor, test_features: np.ndarray, ood_folders: list[Path],
-               other_xray_folders: list[Path]) -> dict:
-    """How often test X-rays are flagged, and what the gate says of non-X-rays and of other chest X-rays."""
+               other_xray_folders: list[Path], split: str = "test") -> dict:
+    """How often the evaluated split's X-rays are flagged (keys "test_xrays*" whatever `split` is), and what the
+    gate says of non-X-rays and of other chest X-rays."""
     verdicts = predictor.verdicts(test_features)
     flagged = verdicts != VERDICTS[0]
-    report = {"settings": {k: v for k, v in predictor.config.ood.items() if k != "fitted_for"},
+    report = {"split": split, "settings": {k: v for k, v in predictor.config.ood.items() if k != "fitted_for"},
               "test_xrays": len(flagged), "test_xrays_flagged": int(flagged.sum()),
               "test_xrays_flagged_rate": float(flagged.mean()),
               "test_xrays_verdicts": {v: int((verdicts == v).sum()) for v in VERDICTS}}
@@ -180,7 +181,7 @@ def ood_report(predictor: Predictor, test_features: np.ndarray, ood_folders: lis
 
 def format_ood(report: dict) -> str:
     counts = report["test_xrays_verdicts"]
-    lines = [f"test X-rays flagged {report['test_xrays_flagged']}/{report['test_xrays']} "
+    lines = [f"{report.get('split', 'test')} X-rays flagged {report['test_xrays_flagged']}/{report['test_xrays']} "
              f"({report['test_xrays_flagged_rate']:.1%}): {counts}"]
     for key, label in (("non_xray", "non-X-ray images caught (refused or 'not a chest X-ray')"),
                        ("other_xrays", "other chest X-rays flagged")):

@@ -103,8 +103,9 @@ def test_evaluate_on_validation_reproduces_what_finalize_fitted(finalized, small
     the stored threshold the same sensitivity and specificity that finalize recorded."""
     precision, folder = finalized
     out = tmp_path / "validation"
-    run_script("evaluate.py", "--model", str(folder), "--data", str(small_data), "--split", "validation",
-               "--output-dir", str(out), "--bootstrap", "20")
+    result = run_script("evaluate.py", "--model", str(folder), "--data", str(small_data), "--split", "validation",
+                        "--output-dir", str(out), "--bootstrap", "20")
+    assert "validation X-rays flagged" in result.stdout and "test X-rays" not in result.stdout
     with open(out / "predictions.csv") as f:
         names = [row["image"] for row in csv.DictReader(f)]
     assert sorted(names) == sorted(json.loads((folder / "split.json").read_text())["validation"])
