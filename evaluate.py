@@ -73,7 +73,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         sys.exit(str(error))
     try:
         split = model_split(splits, args)
-    except ModelLoadError as error:
+    except (ModelLoadError, DataLoadError) as error:
         sys.exit(str(error))
     split, report = drop_unreadable(split, args.split,
                                     data_dir=args.data if os.path.isdir(args.data) else None)
@@ -138,7 +138,7 @@ def model_split(splits, args: argparse.Namespace):
                                  "pass another --split.")
         return saved_split(splits, split_file, "validation")
     if args.split not in splits:
-        sys.exit(f"The data has no split {args.split!r}; it has {', '.join(splits)}.")
+        raise DataLoadError(f"The data has no split {args.split!r}; it has {', '.join(splits)}.")
     return splits[args.split]
 
 

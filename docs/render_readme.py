@@ -141,21 +141,27 @@ def results_section(model_dir: Path = MODEL) -> str:
                   "charts and shapes. The other chest X-rays are the adult DICOM/PNG/JPEG files of "
                   "`../shared/data/formats` (a different population, so flagging them is not wrong)."]
     if "robustness" in metrics:
-        worst, change = min(metrics["robustness"].items(), key=lambda item: item[1]["accuracy"])
+        worst, cost = largest_robustness_cost(metrics)
         lines += ["", "### Robustness (test split, operating threshold)", "", format_robustness(metrics), "",
-                  f"The largest cost in accuracy: {worst}, {100 * (metrics['accuracy'] - change['accuracy']):.1f} points."]
+                  f"The largest cost in accuracy: {worst}, {cost:.1f} points."]
         on_validation = model_dir / "eval-validation" / "metrics.json"
         if on_validation.exists():
             val = json.loads(on_validation.read_text())
-            val_worst, val_change = min(val["robustness"].items(), key=lambda item: item[1]["accuracy"])
+            val_worst, val_cost = largest_robustness_cost(val)
             lines += ["", f"The same changes on validation ({VALIDATION_EVAL}; its metrics.json is "
                       f"`{on_validation.relative_to(ROOT)}`): the largest cost is {val_worst}, "
-                      f"{100 * (val['accuracy'] - val_change['accuracy']):.1f} points, and {worst} changes accuracy by "
+                      f"{val_cost:.1f} points, and {worst} changes accuracy by "
                       f"{100 * (val['robustness'][worst]['accuracy'] - val['accuracy']):+.1f} points. Validation, "
                       "from the same collection as train, does not show what the separately collected test split "
                       "shows: there what a change costs is specificity (test NORMAL images it pushes over the threshold), "
                       "while sensitivity hardly moves."]
     return "\n".join(lines)
+
+
+def largest_robustness_cost(metrics: dict) -> tuple[str, float]:
+    """The change in a robustness report that costs the most accuracy, and that cost in points."""
+    name, change = min(metrics["robustness"].items(), key=lambda item: item[1]["accuracy"])
+    return name, 100 * (metrics["accuracy"] - change["accuracy"])
 
 
 def against_reference(metrics: dict, name: str, reference: dict) -> str:
@@ -177,9 +183,8 @@ def validation_section() -> str:
     if not path.exists():
         return "### What each change did on validation\n\nNot measured yet (`python docs/validation_results.py`)."
     results = json.loads(path.read_text())
-    commands = results.get("commands", [results.get("command")])
     lines = ["### What each change did on validation", "",
-             *[f"`{command}`\n" for command in commands],
+             *[f"`{command}`\n" for command in results["commands"]],
              f"The same patient-grouped validation split for every row ({results['rows'][0]['n']} images); the test "
              "split played no part. Log-loss and ECE after a temperature fitted on the row's own logits (the "
              "calibrated log-loss that `--select-metric calibrated_loss` selects by); specificity at the threshold "

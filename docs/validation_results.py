@@ -106,8 +106,7 @@ def main() -> None:
     args = parser.parse_args()
 
     earlier = json.loads(args.output.read_text()) if args.append and args.output.exists() else {}
-    commands = earlier.get("commands", [earlier["command"]] if "command" in earlier else [])
-    rows = earlier.get("rows", [])
+    commands, rows = earlier.get("commands", []), earlier.get("rows", [])
     for kind, spec in args.rows:
         label, folder = spec.split("=", 1)
         rows.append(logged_row(label, Path(folder)) if kind == "logged"
