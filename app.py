@@ -123,10 +123,12 @@ class Uploads:
 
 
 def _clean_temp_folder(folder: Path) -> None:
-    """Remove the empty folders Gradio leaves in its cache once their files are deleted."""
-    for directory in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            directory.rmdir()  # only empty ones
+    """Remove the empty folders Gradio leaves in its cache once their files are deleted. The cache may be shared
+    with other servers that delete folders meanwhile: os.walk skips what vanishes, deepest folders first."""
+    for directory, _, _ in os.walk(folder, topdown=False):
+        if Path(directory) != folder:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)  # only empty ones
 
 
 def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTES) -> gr.Blocks:

@@ -43,6 +43,17 @@ def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.Completed
     return result
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gradio_cache_of_this_session(tmp_path_factory):
+    """Demos built in this process get a Gradio cache of this test session's own. Gradio names cached files by
+    content, so two suites running at once on one machine would otherwise share, and delete, each other's copies
+    of the same test image."""
+    folder = tmp_path_factory.mktemp("gradio")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
     return copy_subset(tmp_path_factory.mktemp("data"), {"train": 40, "test": 12})

@@ -401,3 +401,12 @@ def test_command_line_app_with_share_keeps_serving_offline(tiny_model_dir):
 def test_command_line_app_refuses_a_missing_model_in_one_sentence(tmp_path):
     result = run_script("app.py", "--model", str(tmp_path / "none"), check=False)
     assert result.returncode == 1 and result.stderr.strip() == f"No model folder at {tmp_path / 'none'}."
+
+
+def test_cleaning_the_cache_removes_empty_folders_only(tmp_path):
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "kept" / "empty").mkdir(parents=True)
+    (tmp_path / "kept" / "upload.png").write_bytes(b"x")
+    app._clean_temp_folder(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["kept", "kept/upload.png"]
+    app._clean_temp_folder(tmp_path / "gone")  # a cache another server already removed: nothing to do, no error
