@@ -112,3 +112,30 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
         assert table["data"][0][3].startswith("does not look like a chest X-ray") and table["data"][0][2] is None
     finally:
         app.stop(demo)
+
+
+def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_dir, small_data, tmp_path):
+    import sys
+    sys.path.insert(0, str(REPO / "docs"))
+    from ood_development import gradio_photos
+    from modeling.non_xray import _package_images
+
+    def thumb(image):
+        return np.asarray(image.convert("L").resize((16, 16)), dtype=float)
+
+    evaluation = [thumb(image) for image in _package_images().values()]
+    development = {name: thumb(image) for name, image in gradio_photos().items() if "-crop" not in name}
+    assert len(development) >= 5
+    for name, image in development.items():
+        assert min(np.abs(image - other).mean() for other in evaluation) > 10, name
+
+    picture = tmp_path / "dev.png"
+    result = run_script("docs/ood_development.py", "--model", str(tiny_model_dir), "--data", str(small_data),
+                        "--output", str(picture))
+    assert result.stdout.strip().endswith(f"wrote {picture} and dev.json")
+    report = json.loads(picture.with_suffix(".json").read_text())
+    assert report["images"]["photos, greyscale"] == report["images"]["photos, colour"] == 5 * len(development)
+    for rates in report["not_a_chest_xray_rate"].values():
+        for group, curve in rates.items():
+            assert all(0 <= r <= 1 for r in curve) and curve == sorted(curve, reverse=True), group
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
