@@ -282,6 +282,7 @@ def main(args: argparse.Namespace) -> None:
             finalize(out, args.data, precision=args.finalize_precision, tta=args.finalize_tta,
                      threshold_rule=args.finalize_threshold_rule, target_sensitivity=args.finalize_target_sensitivity,
                      weights_dtype=args.finalize_weights_dtype, ood_quantile=args.finalize_ood_quantile,
+                     ood_gate=args.finalize_ood_gate,
                      int8_images=args.finalize_int8_images, command=" ".join(["python", *sys.argv]), log=log)
         except (ModelLoadError, DataLoadError) as error:
             sys.exit(str(error))

@@ -3,6 +3,7 @@
     python -m modeling.finalize RUN_DIR --data DIR_OR_ID [--output-dir DIR] [--precision int8|bfloat16|float32]
                                 [--tta default|none|auto] [--threshold-rule sensitivity|youden|prior]
                                 [--target-sensitivity 0.95] [--weights-dtype float32|bfloat16]
+                                [--ood-gate as-is|augmented]
 
 RUN_DIR is a training run's folder (model.safetensors, config.json, split.json). In the deployed
 precision and test-time views, on the training split that the run saved:
@@ -13,7 +14,10 @@ precision and test-time views, on the training split that the run saved:
    (`int8-calibration.safetensors`);
 3. temperature and threshold fitted on validation (the threshold by --threshold-rule; every rule's
    bootstrap spread is recorded beside it);
-4. the out-of-distribution detector fitted on train features, scaled on validation (`ood.safetensors`).
+4. the out-of-distribution detector fitted on train features, scaled on validation (`ood.safetensors`);
+   `--ood-gate augmented` fits it on each training image as is and once under the training
+   augmentation, and judges "not a chest X-ray" at the thumbnail too (a candidate that
+   `docs/ood_development.py` compares with the default; the README says why it is not the default).
 Each artifact records what it was fitted for, and config.json is written once, last. train.py
 runs this at its end with its own defaults.
 """
@@ -31,13 +35,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from .artifacts import deployment, file_metadata
 from .calibration import THRESHOLD_RULES, fit_temperature, log_loss, operating_point, positive_probs
+from .augment import BatchAugment
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, \
-    saved_split_indices
+    saved_split, saved_split_indices
 from .files import SPLIT_NAME, ModelLoadError
 from .inference import Predictor, default_device
 from .model import PneumoniaClassifier
@@ -49,6 +56,9 @@ from .views import DEFAULT_TTA_VIEWS, normalized_views
 RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # copied along when --output-dir is elsewhere
 WEIGHTS_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 VIEW_CHOICES = {"default": list(DEFAULT_TTA_VIEWS), "none": []}
+OOD_GATES = {"as-is": "the training X-rays as they are; 'not a chest X-ray' judged at the network's mid-level stages",
+             "augmented": "the training X-rays as they are and once under the training augmentation; 'not a chest "
+                          "X-ray' judged at the network's mid-level stages and the thumbnail"}
 
 
 def default_precision() -> str:
@@ -71,6 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
                         help="how the weights are stored (bfloat16 halves the download; they run as float32)")
     parser.add_argument(f"--{prefix}ood-quantile", type=float, default=0.995,
                         help="validation quantile at which an X-ray counts as unlike the training X-rays")
+    parser.add_argument(f"--{prefix}ood-gate", choices=list(OOD_GATES), default="as-is",
+                        help="; ".join(f"{name}: {meaning}" for name, meaning in OOD_GATES.items()))
     parser.add_argument(f"--{prefix}int8-images", type=int, default=256, help="training images to calibrate int8 on")
 
 
@@ -90,6 +102,27 @@ def _int8_calibration(network: PneumoniaClassifier, data: str, split_file: Path,
     return calibrate(network.cpu().eval(), batches), len(loader) * loader.batch_size
 
 
+def ood_train_features(predictor: Predictor, data: str, split_file: Path, augmented: bool, seed: int = 0,
+                       batch_size: int = 32) -> np.ndarray:
+    """OOD features of the training side of the saved split: every image as is, then (`augmented`) every image once
+    under the training augmentation (`BatchAugment`, epoch 0 of `seed`). The features are those of the image alone;
+    the views do not enter."""
+    if not augmented:
+        return predictor.predict_saved_split(data, split_file, "train", with_features=True, views=False)[3]
+    config = predictor.config
+    train = saved_split(load_data(data), split_file, "train")
+    decoded = decode_once(train, config, label_mapping(label_names(train), config.label_names))
+    loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=batch_size, collate_fn=first)
+    augment = BatchAugment(config, seed=seed)
+    augment.set_epoch(0, device=predictor.device)
+    as_is, changed = [], []
+    for batch in tqdm(loader, desc="train, as is and augmented", unit="batch", leave=False):
+        pixels = batch["pixel_values"].to(predictor.device)
+        as_is.append(predictor.logits_and_features(pixels, views=False)[1].cpu().numpy())
+        changed.append(predictor.logits_and_features(augment(pixels), views=False)[1].cpu().numpy())
+    return np.concatenate(as_is + changed)
+
+
 def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> tuple[str, dict[str, float]]:
     """`--tta auto`: the entry of VIEW_CHOICES with the lower validation log-loss after a temperature fitted on the
     same logits, predicted in float32 (int8 would need an activation calibration per candidate). Returns
@@ -106,8 +139,8 @@ def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> t
 
 def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,
              tta: str = "default", threshold_rule: str = "sensitivity", target_sensitivity: float = 0.95,
-             weights_dtype: str = "float32", ood_quantile: float = 0.995, int8_images: int = 256,
-             command: str | None = None, log=print) -> dict[str, Any]:
+             weights_dtype: str = "float32", ood_quantile: float = 0.995, ood_gate: str = "as-is",
+             int8_images: int = 256, command: str | None = None, log=print) -> dict[str, Any]:
     """Make `output_dir` (default: `run_dir` itself) a deployable model folder; returns config.json's
     `validation` record. `command`: the command line to record as how the folder was made."""
     run_dir, out = Path(run_dir), Path(output_dir or run_dir)
@@ -169,19 +202,22 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
         log(f"  rule {name:<12} threshold {rule['threshold']:.4f} (bootstrap 5-95%: {rule['bootstrap_p05']:.4f}-"
             f"{rule['bootstrap_p95']:.4f}), sensitivity {rule['sensitivity']:.4f}, specificity {rule['specificity']:.4f}")
 
-    # the OOD features are those of the image as is, which the views do not change: train once, without views
-    train_features = predictor.predict_saved_split(data, split_file, "train", with_features=True, views=False)[3]
+    augmented = ood_gate == "augmented"
+    train_features = ood_train_features(predictor, data, split_file, augmented)
     detector, threshold = fit_detector(train_features, val_features, ood_quantile, sizes=predictor.feature_sizes())
     detector.save(out / OOD_FILE, file_metadata(fitted_for))
     stages = predictor.feature_stages()
-    mid_level = [i for i, name in enumerate(stages) if name in network.feature_stages()[:-1]]
+    not_xray = network.feature_stages()[:-1] + ([stages[-1]] if augmented else [])  # [-1]: the thumbnail
+    not_xray_stages = [i for i, name in enumerate(stages) if name in not_xray]
+    images = len(train_features) // (2 if augmented else 1)
     config.ood = {"file": OOD_FILE, "quantile": ood_quantile, "components": detector.stages[0].components.shape[0],
-                  "stages": stages, "threshold": threshold,
-                  "not_xray_stages": mid_level, "not_xray_threshold": NOT_AN_XRAY_FACTOR * threshold,
-                  "fitted_for": fitted_for}
-    log(f"out-of-distribution detector on {len(train_features)} training X-rays: unlike them beyond {threshold:.3f} "
-        f"(validation quantile {ood_quantile}) at any stage, no chest X-ray beyond {NOT_AN_XRAY_FACTOR * threshold:.3f} "
-        f"at {', '.join(stages[i] for i in mid_level)}")
+                  "stages": stages, "fitted_on": f"the {images} training X-rays of {SPLIT_NAME}, "
+                  + ("each as is and once under the training augmentation (seed 0)" if augmented else "as they are"),
+                  "threshold": threshold, "not_xray_stages": not_xray_stages,
+                  "not_xray_threshold": NOT_AN_XRAY_FACTOR * threshold, "fitted_for": fitted_for}
+    log(f"out-of-distribution detector on {images} training X-rays{', as is and augmented' if augmented else ''}: "
+        f"unlike them beyond {threshold:.3f} (validation quantile {ood_quantile}) at any stage, no chest X-ray beyond "
+        f"{NOT_AN_XRAY_FACTOR * threshold:.3f} at {', '.join(stages[i] for i in not_xray_stages)}")
 
     config.save(out / "config.json")
     log(f"finalized {out} in {time.time() - started:.0f} s")
@@ -202,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         finalize(args.run_dir, args.data, args.output_dir, precision=args.precision, tta=args.tta,
                  threshold_rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
-                 weights_dtype=args.weights_dtype, ood_quantile=args.ood_quantile, int8_images=args.int8_images,
+                 weights_dtype=args.weights_dtype, ood_quantile=args.ood_quantile, ood_gate=args.ood_gate,
+                 int8_images=args.int8_images,
                  command=" ".join(["python -m modeling.finalize", *(argv if argv is not None else sys.argv[1:])]))
     except (ModelLoadError, DataLoadError) as error:
         sys.exit(str(error))

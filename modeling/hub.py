@@ -94,6 +94,8 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
                      f"--split {metrics.get('split', 'test')} --output-dir {model_dir / 'eval'}",
         metrics=metrics, rates=RATES, bootstrap=metrics.get("bootstrap", "many"),
         ood_quantile=config.ood.get("quantile"), ood_stages=", ".join(config.ood.get("stages", [])),
+        ood_fitted_on=config.ood.get("fitted_on"),
+        ood_not_xray_stages=", ".join(config.ood["stages"][i] for i in config.ood.get("not_xray_stages", [])),
     )
 
 

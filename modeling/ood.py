@@ -1,17 +1,19 @@
 """Out-of-distribution warning: is this a chest X-ray like the training ones, another X-ray, or no X-ray?
 
 The features are the network's average-pooled outputs of several stages (for a ResNet: layer2,
-layer3 and the classifier's input; `PneumoniaClassifier.forward_with_features`). Mid-level
-stages see texture and contrast, the last one sees content, so a photo or a gradient that
-resembles an X-ray at one level rarely does at all of them (Lee et al., NeurIPS 2018, combine
-layers the same way).
+layer3 and the classifier's input; `PneumoniaClassifier.forward_with_features`), then the
+image's 16x16 thumbnail (`modeling.inference`). Mid-level stages see texture and contrast, the
+thumbnail layout, the network's last stage content, so a photo or a gradient that resembles an
+X-ray at one level rarely does at all of them (Lee et al., NeurIPS 2018, combine layers the same
+way).
 
 Per stage, the training X-rays are summarised by a principal subspace (mean, top-k directions
 and their spreads); a stage's score is the whitened Mahalanobis distance inside that subspace
 plus the residual distance outside it, both about 1 for training images (`FeatureDensity`).
-Each stage's score is divided by its own validation quantile, so 1 means "as far as the
-farthest validation X-rays". `ood_verdicts` turns the scaled scores into one of `VERDICTS` with
-the thresholds that `modeling.finalize` fits and stores in config.json (only train and
+`modeling.finalize` fits each stage on the training X-rays (`--ood-gate augmented`: also once
+under the training augmentation). Each stage's score is divided by its own validation quantile,
+so 1 means "as far as the farthest validation X-rays". `ood_verdicts` turns the scaled scores
+into one of `VERDICTS` with the thresholds that finalize stores in config.json (only train and
 validation are used). The tensors are stored in `ood.safetensors` next to the weights.
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ OOD_FILE = "ood.safetensors"
 IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY = "chest_xray", "unlike_training_xrays", "not_a_chest_xray"
 VERDICTS = (IN_DISTRIBUTION, UNLIKE_TRAINING, NOT_AN_XRAY)
 # Fixed before looking at any image outside train and validation: an image counts as no chest X-ray at all when a
-# mid-level (texture and contrast) stage puts it three times as far out as the farthest 0.5% of validation X-rays.
+# mid-level stage (texture and contrast; with `--ood-gate augmented` also the thumbnail, layout) puts it three times
+# as far out as the farthest 0.5% of validation X-rays.
 NOT_AN_XRAY_FACTOR = 3.0
 
 
@@ -129,10 +132,10 @@ def fit_detector(train_features: np.ndarray, validation_features: np.ndarray, qu
 def ood_verdicts(stage_scores: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     """One of `VERDICTS` per image from its scaled stage scores (N, stages) and config.json's `ood` settings:
     beyond `threshold` on any stage the image is unlike the training X-rays; beyond `not_xray_threshold`
-    on the mid-level stages (texture and contrast: `not_xray_stages`) it is not a chest X-ray at all."""
+    on the stages that see form rather than content (`not_xray_stages`) it is not a chest X-ray at all."""
     stage_scores = np.atleast_2d(stage_scores)
     verdicts = np.full(len(stage_scores), IN_DISTRIBUTION, dtype=object)
     verdicts[stage_scores.max(axis=1) > settings["threshold"]] = UNLIKE_TRAINING
-    mid_level = stage_scores[:, settings.get("not_xray_stages", list(range(stage_scores.shape[1])))]
-    verdicts[mid_level.max(axis=1) > settings.get("not_xray_threshold", settings["threshold"])] = NOT_AN_XRAY
+    form = stage_scores[:, settings.get("not_xray_stages", list(range(stage_scores.shape[1])))]
+    verdicts[form.max(axis=1) > settings.get("not_xray_threshold", settings["threshold"])] = NOT_AN_XRAY
     return verdicts

@@ -13,6 +13,7 @@ import app
 from benchmarks.load_test import free_port
 from modeling import ModelLoadError, Predictor, load_rgb
 from modeling.files import WEIGHTS_NAME
+from modeling.finalize import ood_train_features
 from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
 
@@ -193,3 +194,14 @@ def test_bf16_weights_halve_the_file_and_keep_the_answers(tiny_model_dir, small_
     images = [load_rgb(path) for path in sorted((small_data / "test" / "PNEUMONIA").iterdir())[:4]]
     probs = {dtype: Predictor.from_pretrained(folder).probabilities(images) for dtype, folder in folders.items()}
     assert np.abs(probs["bfloat16"] - probs["float32"]).max() < 0.02
+
+
+def test_ood_features_of_augmented_training_xrays_follow_the_as_is_ones(tiny_model_dir, small_data):
+    """--ood-gate augmented: every training X-ray as is (the features the app computes), then once augmented."""
+    predictor = Predictor.from_pretrained(tiny_model_dir)
+    split_file = tiny_model_dir / "split.json"
+    direct = ood_train_features(predictor, str(small_data), split_file, augmented=False)
+    assert len(direct) == len(json.loads(split_file.read_text())["train"])
+    as_is, augmented = np.split(ood_train_features(predictor, str(small_data), split_file, augmented=True), 2)
+    np.testing.assert_allclose(as_is, direct, rtol=1e-4, atol=1e-4)
+    assert np.abs(augmented - as_is).mean() > 0.01

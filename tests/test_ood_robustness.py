@@ -129,13 +129,20 @@ def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_
     for name, image in development.items():
         assert min(np.abs(image - other).mean() for other in evaluation) > 10, name
 
+    augmented = tmp_path / "augmented"
+    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+               str(augmented), "--precision", "float32", "--ood-gate", "augmented")
     picture = tmp_path / "dev.png"
-    result = run_script("docs/ood_development.py", "--model", str(tiny_model_dir), "--data", str(small_data),
-                        "--output", str(picture))
+    result = run_script("docs/ood_development.py", "--model", f"as is={tiny_model_dir}", "--model",
+                        f"augmented={augmented}", "--data", str(small_data), "--output", str(picture))
     assert result.stdout.strip().endswith(f"wrote {picture} and dev.json")
     report = json.loads(picture.with_suffix(".json").read_text())
     assert report["images"]["photos, greyscale"] == report["images"]["photos, colour"] == 5 * len(development)
-    for rates in report["not_a_chest_xray_rate"].values():
-        for group, curve in rates.items():
-            assert all(0 <= r <= 1 for r in curve) and curve == sorted(curve, reverse=True), group
+    as_is, augmented = report["models"]["as is"], report["models"]["augmented"]
+    assert as_is["in_use"] == "mid-level stages" and as_is["fitted_on"].endswith("as they are")
+    assert augmented["in_use"] == "mid-level stages + thumbnail" and "augmentation" in augmented["fitted_on"]
+    for model in (as_is, augmented):
+        for rates in model["not_a_chest_xray_rate"].values():
+            for group, curve in rates.items():
+                assert all(0 <= r <= 1 for r in curve) and curve == sorted(curve, reverse=True), group
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
