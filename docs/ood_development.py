@@ -1,4 +1,4 @@
-"""Choose the "not a chest X-ray" rule on a development set kept apart from the set that measures it.
+"""Compare "not a chest X-ray" gates on a development set kept apart from the sets that measure them.
 
     python docs/ood_development.py --model "LABEL=MODEL_DIR" [--model ...] --data ../shared/data/chest_xray \
         --output docs/ood_development.png
@@ -13,9 +13,10 @@ them. The development set is:
   the ways users change them (letterbox, padding on all sides, rotation, blur, exposure, burnt-in text).
 
 For each model (its detector), each candidate set of stages (the network's mid-level stages; those
-plus the thumbnail; the model's config.json says which it uses) and each factor (an image is no chest X-ray when one of the stages puts it beyond factor x the "unlike"
-threshold), it counts the photos caught and the changed X-rays wrongly called "not a chest X-ray", and
-draws both against the factor. A .json beside the picture keeps every count and the command.
+plus the thumbnail; the model's config.json says which it uses) and each factor (an image is no
+chest X-ray when one of the stages puts it beyond factor x the "unlike" threshold), it counts the
+photos caught and the changed X-rays wrongly called "not a chest X-ray", and draws both against
+the factor. A .json beside the picture keeps every count and the command.
 """
 from __future__ import annotations
 
@@ -97,10 +98,11 @@ def main() -> None:
     args = parser.parse_args()
     models = dict(spec.split("=", 1) for spec in args.model)
 
-    first = Predictor.from_pretrained(next(iter(models.values())), device="cpu")
+    # the X-rays: every sixth validation image of the first model's split (models compared share one split)
     validation = saved_split(load_data(args.data), resolve_model_folder(next(iter(models.values()))) / SPLIT_NAME,
                              "validation")
-    xrays = [load_rgb(record["bytes"] or record["path"]) for record in validation.select(range(0, len(validation), 6))["image"]]
+    xrays = [load_rgb(record["bytes"] or record["path"])
+             for record in validation.select(range(0, len(validation), 6))["image"]]
     photos = gradio_photos()
     groups = {"photos, colour": list(photos.values()),
               "photos, greyscale": [image.convert("L").convert("RGB") for image in photos.values()]}
@@ -110,7 +112,7 @@ def main() -> None:
               "images": {name: len(images) for name, images in groups.items()},
               "pictures": sum("-crop" not in name for name in photos), "models": {}}
     for label, folder in models.items():
-        predictor = first if folder == next(iter(models.values())) else Predictor.from_pretrained(folder, device="cpu")
+        predictor = Predictor.from_pretrained(folder, device="cpu")
         settings = predictor.config.ood
         scores = {name: stage_scores(predictor, images) for name, images in groups.items()}
         stage_names = settings["stages"]
@@ -121,7 +123,8 @@ def main() -> None:
         report["models"][label] = {
             "model": folder, "fitted_on": settings.get("fitted_on", "the training X-rays as is"),
             "stages": stage_names, "unlike_threshold": settings["threshold"],
-            "in_use": next(name for name, stages in candidates.items() if stages == settings["not_xray_stages"]),
+            "in_use": next((name for name, stages in candidates.items() if stages == settings["not_xray_stages"]),
+                           ", ".join(stage_names[i] for i in settings["not_xray_stages"])),
             "stage_medians": {name: dict(zip(stage_names, np.median(s, axis=0).round(3).tolist()))
                               for name, s in scores.items()},
             "unlike_rate": {name: float((s.max(axis=1) > settings["threshold"]).mean()) for name, s in scores.items()},

@@ -41,8 +41,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .artifacts import deployment, file_metadata
-from .calibration import THRESHOLD_RULES, fit_temperature, log_loss, operating_point, positive_probs
 from .augment import BatchAugment
+from .calibration import THRESHOLD_RULES, fit_temperature, log_loss, operating_point, positive_probs
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, \
     saved_split, saved_split_indices
 from .files import SPLIT_NAME, ModelLoadError
