@@ -140,13 +140,14 @@ def results_section(model_dir: Path = MODEL) -> str:
                   "sample images), each also in greyscale, plus generated blanks, noise, gradients, screenshots, "
                   "charts and shapes. The other chest X-rays are the adult DICOM/PNG/JPEG files of "
                   "`../shared/data/formats` (a different population, so flagging them is not wrong)."]
-        for path in sorted((ROOT / "docs" / "bundle_history").glob("*.ood.json")):
-            earlier = json.loads(path.read_text())
-            lines += ["", f"For comparison, {earlier['what']}: fitted on {earlier['fitted_on']}, no chest X-ray at "
-                      f"{', '.join(earlier['not_xray_stages'])} (`{earlier['made_by']}`; the same evaluate command; "
-                      f"`{path.relative_to(ROOT)}`):", "", "```", format_ood(earlier["ood"]), "```", "",
-                      compare_gates(metrics["ood"], earlier["ood"])]
-        lines += ood_development_lines()
+        candidates = {path: json.loads(path.read_text())
+                      for path in sorted((ROOT / "docs" / "bundle_history").glob("*.ood.json"))}
+        for path, candidate in candidates.items():
+            lines += ["", f"For comparison, {candidate['what']}: fitted on {candidate['fitted_on']}, no chest X-ray "
+                      f"at {', '.join(candidate['not_xray_stages'])} (`{candidate['made_by']}`; the same evaluate "
+                      f"command; `{path.relative_to(ROOT)}`):", "", "```", format_ood(candidate["ood"]), "```", "",
+                      compare_gates(metrics["ood"], candidate["ood"])]
+        lines += ood_development_lines(model_dir, metrics["ood"], [c["ood"] for c in candidates.values()])
     if "robustness" in metrics:
         worst, cost = largest_robustness_cost(metrics)
         lines += ["", "### Robustness (test split, operating threshold)", "", format_robustness(metrics), "",
@@ -165,20 +166,24 @@ def results_section(model_dir: Path = MODEL) -> str:
     return "\n".join(lines)
 
 
+def _gate_summary(report: dict) -> tuple[int, int, int, int]:
+    """(non-X-rays caught, non-X-rays in the set, non-X-rays passed as a chest X-ray, test X-rays flagged)."""
+    non_xray = report["non_xray"][0]
+    return non_xray["flagged"], non_xray["images"], non_xray["verdicts"]["chest_xray"], report["test_xrays_flagged"]
+
+
 def compare_gates(deployed: dict, candidate: dict) -> str:
     """One sentence: the candidate gate against the deployed one on the evaluation sets."""
-    def summary(report: dict) -> tuple[int, int, int, int]:
-        non_xray = report["non_xray"][0]
-        return (non_xray["flagged"], non_xray["images"], non_xray["verdicts"]["chest_xray"],
-                report["test_xrays_flagged"])
-    (caught, total, passed, flagged), (c_caught, _, c_passed, c_flagged) = summary(deployed), summary(candidate)
+    caught, total, passed, flagged = _gate_summary(deployed)
+    c_caught, _, c_passed, c_flagged = _gate_summary(candidate)
     return (f"The candidate caught {c_caught}/{total} non-X-rays against the deployed gate's {caught}/{total}, let "
             f"{c_passed} through as a chest X-ray against {passed}, and flagged {c_flagged} test X-rays against "
             f"{flagged}.")
 
 
-def ood_development_lines() -> list[str]:
-    """The "not a chest X-ray" rule on the development set (docs/ood_development.py), if it was run."""
+def ood_development_lines(model_dir: Path, deployed_ood: dict, candidate_oods: list[dict]) -> list[str]:
+    """The "not a chest X-ray" gates on the development set (docs/ood_development.py), if it was run, and whether it
+    agrees with the evaluation sets on the first candidate gate (docs/bundle_history)."""
     path = ROOT / "docs" / "ood_development.json"
     if not path.exists():
         return []
@@ -199,41 +204,34 @@ def ood_development_lines() -> list[str]:
     unlike = ["| detector fitted on | " + " | ".join(dev["images"]) + " |", "| --- |" + " --- |" * len(dev["images"])]
     unlike += [f"| {label} | " + " | ".join(f"{model['unlike_rate'][name]:.0%}" for name in dev["images"]) + " |"
                for label, model in dev["models"].items()]
-    return ["", "Both gates on a development set that shares no source with the evaluation sets above "
-            f"(`{dev['command']}`): Gradio's sample photos with crops, in colour and greyscale, which should be called "
-            "no chest X-ray, and every sixth validation X-ray changed as users change them, which should not "
-            f"(the X-ray columns). Share called \"not a chest X-ray\" at the factor in use "
-            f"({dev['factor_in_use']:g} x the 'unlike' threshold), and the best a factor can do:", "", *rows, "",
-            "Share flagged at all (\"unlike the training X-rays\" or worse):", "", *unlike, "",
-            "![development set](docs/ood_development.png)", *dev_against_evaluation(dev)]
+    lines = ["", "Both gates on a development set that shares no source with the evaluation sets above "
+             f"(`{dev['command']}`): Gradio's sample photos with crops, in colour and greyscale, which should be called "
+             "no chest X-ray, and every sixth validation X-ray changed as users change them, which should not "
+             f"(the X-ray columns). Share called \"not a chest X-ray\" at the factor in use "
+             f"({dev['factor_in_use']:g} x the 'unlike' threshold), and the best a factor can do:", "", *rows, "",
+             "Share flagged at all (\"unlike the training X-rays\" or worse):", "", *unlike, "",
+             "![development set](docs/ood_development.png)"]
 
-
-def dev_against_evaluation(dev: dict) -> list[str]:
-    """Whether the development set and the evaluation set agree on the candidate gate (docs/bundle_history)."""
-    candidates = sorted((ROOT / "docs" / "bundle_history").glob("*.ood.json"))
-    deployed = [m for m in dev["models"].values() if Path(m["model"]) == MODEL.relative_to(ROOT)]
-    others = [m for m in dev["models"].values() if Path(m["model"]) != MODEL.relative_to(ROOT)]
-    if not (candidates and deployed and others):
-        return []
-    at = dev["factors"].index(dev["factor_in_use"])
+    deployed = [m for m in dev["models"].values() if Path(m["model"]) == model_dir.relative_to(ROOT)]
+    others = [m for m in dev["models"].values() if Path(m["model"]) != model_dir.relative_to(ROOT)]
+    if not (candidate_oods and deployed and others):
+        return lines
     def on_dev(model: dict) -> tuple[list[float], float]:
         rates = model["not_a_chest_xray_rate"][model["in_use"]]
-        return ([rates[n][at] for n in dev["images"] if n.startswith("photos")],
-                max(rates[n][at] for n in dev["images"] if not n.startswith("photos")))
-    (photos, wrong), (c_photos, c_wrong) = on_dev(deployed[0]), on_dev(others[0])
-    dev_favours = all(c >= d for c, d in zip(c_photos, photos)) and c_wrong <= wrong
-    metrics = json.loads((MODEL / "eval" / "metrics.json").read_text())["ood"]["non_xray"][0]
-    candidate = json.loads(candidates[0].read_text())["ood"]["non_xray"][0]
-    eval_favours = (candidate["flagged"] > metrics["flagged"]
-                    and candidate["verdicts"]["chest_xray"] <= metrics["verdicts"]["chest_xray"])
+        return [rates[n][at] for n in photos], max(rates[n][at] for n in xrays)
+    (caught, wrong), (c_caught, c_wrong) = on_dev(deployed[0]), on_dev(others[0])
+    dev_favours = all(c >= d for c, d in zip(c_caught, caught)) and c_wrong <= wrong
+    e_caught, _, e_passed, _ = _gate_summary(deployed_ood)
+    ce_caught, _, ce_passed, _ = _gate_summary(candidate_oods[0])
+    eval_favours = ce_caught > e_caught and ce_passed <= e_passed
     if dev_favours == eval_favours:
-        return ["", f"The development set and the evaluation set agree on the candidate: it is "
-                f"{'better' if dev_favours else 'not better'} on both."]
-    return ["", f"The development set favours the {'candidate' if dev_favours else 'deployed gate'}, the evaluation "
-            f"set the {'deployed gate' if dev_favours else 'candidate'}. The deployed gate stays, as the project "
-            f"replaces a bundled artifact only when a better one is measured: the development photos are crops of "
-            f"{dev['pictures']} pictures, too few to choose a gate with, and the factor and "
-            "stages in use were fixed before either set was looked at."]
+        return lines + ["", f"The development set and the evaluation set agree on the candidate: it is "
+                        f"{'better' if dev_favours else 'not better'} on both."]
+    return lines + ["", f"The development set favours the {'candidate' if dev_favours else 'deployed gate'}, the "
+                    f"evaluation set the {'deployed gate' if dev_favours else 'candidate'}. The deployed gate stays, as "
+                    "the project replaces a bundled artifact only when a better one is measured: the development "
+                    f"photos are crops of {dev['pictures']} pictures, too few to choose a gate with, and the factor "
+                    "and stages in use were fixed before either set was looked at."]
 
 
 def largest_robustness_cost(metrics: dict) -> tuple[str, float]:

@@ -37,14 +37,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .artifacts import deployment, file_metadata
 from .augment import BatchAugment
 from .calibration import THRESHOLD_RULES, fit_temperature, log_loss, operating_point, positive_probs
-from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, \
-    saved_split, saved_split_indices
+from .config import ModelConfig
+from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
 from .files import SPLIT_NAME, ModelLoadError
 from .inference import Predictor, default_device
 from .model import PneumoniaClassifier
@@ -86,15 +87,19 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     parser.add_argument(f"--{prefix}int8-images", type=int, default=256, help="training images to calibrate int8 on")
 
 
+def _decoded_training_side(config: ModelConfig, data: str, split_file: Path, images: int | None = None) -> Dataset:
+    """The training side of the saved split (`images` of it, drawn with seed 0), decoded once at the input size."""
+    train = saved_split(load_data(data), split_file, "train")
+    if images is not None:
+        train = train.select(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:images].tolist())
+    return decode_once(train, config, label_mapping(label_names(train), config.label_names))
+
+
 def _int8_calibration(network: PneumoniaClassifier, data: str, split_file: Path, images: int,
                       batch_size: int = 32) -> tuple[dict[str, torch.Tensor], int]:
     """Activation ranges on `images` training-side images of the saved split, each with the test-time views."""
     config = network.config
-    train = load_data(data)["train"]
-    chosen = saved_split_indices(train, split_file, "train")
-    order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(0))[:images].tolist()
-    decoded = decode_once(train.select([chosen[i] for i in order]), config,
-                          label_mapping(label_names(train), config.label_names))
+    decoded = _decoded_training_side(config, data, split_file, images)
     loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=min(batch_size, len(decoded)),
                         collate_fn=first, drop_last=True)
     batches = (normalized_views(normalize(batch["pixel_values"], config), config.tta_views, config)
@@ -110,8 +115,7 @@ def ood_train_features(predictor: Predictor, data: str, split_file: Path, augmen
     if not augmented:
         return predictor.predict_saved_split(data, split_file, "train", with_features=True, views=False)[3]
     config = predictor.config
-    train = saved_split(load_data(data), split_file, "train")
-    decoded = decode_once(train, config, label_mapping(label_names(train), config.label_names))
+    decoded = _decoded_training_side(config, data, split_file)
     loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=batch_size, collate_fn=first)
     augment = BatchAugment(config, seed=seed)
     augment.set_epoch(0, device=predictor.device)
