@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +37,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from modeling.augment import BatchAugment
+from modeling.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
 from modeling.calibration import fit_temperature, log_loss, positive_probs
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig
@@ -73,14 +75,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
                    help="cutmix: paste a patch of another image, labels weighted by area (0: off); with --mixup, "
                         "each image gets one or the other")
+    p.add_argument("--augment", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
+                   help="training augmentation recipe (modeling.augment; the log records its numbers)")
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--ema-decay", type=float, default=0.998,
-                   help="also keep an exponential moving average of the weights (0: off); validation picks either")
+                   help="also keep an exponential moving average of the weights (0: off)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--split-file", help="reuse the validation split saved by an earlier run (split.json)")
-    p.add_argument("--select-metric", default="roc_auc", choices=["roc_auc", "loss", "calibrated_loss"],
-                   help="validation criterion that picks the best epoch (calibrated_loss: log-loss after a "
-                        "temperature fitted on the same validation logits)")
+    p.add_argument("--select-metric", default="last", choices=["last", "roc_auc", "loss", "calibrated_loss"],
+                   help="which weights the run keeps: last, the final epoch's moving average (the raw weights "
+                        "with --ema-decay 0), or the epoch best by a validation criterion (calibrated_loss: log-loss "
+                        "after a temperature fitted on the same validation logits); validation carved from train "
+                        "saturates, so that an epoch picked on it says little about new data")
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     p.add_argument("--decode-workers", type=int, default=os.cpu_count(), help="processes decoding the images once")
     p.add_argument("--seed", type=int, default=42)
@@ -113,6 +119,17 @@ def training_sizes(args: argparse.Namespace) -> list[int]:
     if max(sizes) > args.image_size:
         sys.exit(f"--size-schedule goes up to {max(sizes)} px, above --image-size {args.image_size}.")
     return sizes
+
+
+def git_commit() -> str | None:
+    """The commit this code was checked out at (with "+changes" when the tree differs), None outside git."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def main(args: argparse.Namespace) -> None:
@@ -175,7 +192,7 @@ def main(args: argparse.Namespace) -> None:
     sampler = BalancedSampler(train_labels, seed=args.seed)
     train_loader = DataLoader(train_images, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=first)
     val_loader = DataLoader(val_images, batch_size=min(64, args.batch_size), collate_fn=first)
-    augment = BatchAugment(config, seed=args.seed)
+    augment = BatchAugment(config, seed=args.seed, recipe=args.augment)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)  # per process
@@ -254,20 +271,26 @@ def main(args: argparse.Namespace) -> None:
             state["history"].append(record)
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
-            score = {"roc_auc": val["roc_auc"], "loss": -val_loss, "calibrated_loss": -calibrated_loss}[args.select_metric]
-            if state["best_score"] is None or score > state["best_score"]:
+            if args.select_metric == "last":
+                score = epoch if name == list(candidates)[-1] else None  # the moving average where there is one
+            else:
+                score = {"roc_auc": val["roc_auc"], "loss": -val_loss,
+                         "calibrated_loss": -calibrated_loss}[args.select_metric]
+            if score is not None and (state["best_score"] is None or score > state["best_score"]):
                 state.update(best_score=score, best_epoch=epoch + 1, best_weights=name)
                 if accelerator.is_main_process:
                     accelerator.unwrap_model(network).save_model_files(out)
-                log(f"new best: epoch {epoch + 1}, {name} (validation {args.select_metric})")
+                log(f"kept: epoch {epoch + 1}, {name} ({args.select_metric})")
         state["epoch"] = epoch
         state["args"] = vars(args)
         save_checkpoint(accelerator, ckpt_root, epoch, state, keep=args.keep_checkpoints)
 
     # --- the training history, then the deployable folder (fitted on validation by modeling.finalize)
     if accelerator.is_main_process:
-        write_json_atomic(out / "training_log.json", {"command": " ".join(["python", *sys.argv]),
-                                                      "args": vars(args), "history": state["history"],
+        write_json_atomic(out / "training_log.json", {"command": shlex.join(["python", *sys.argv]),
+                                                      "commit": git_commit(), "args": vars(args),
+                                                      "augmentation": {"recipe": args.augment,
+                                                                       **RECIPES[args.augment].to_dict()}, "history": state["history"],
                                                       "best_epoch": state["best_epoch"],
                                                       "best_weights": state.get("best_weights", "weights"),
                                                       "num_processes": accelerator.num_processes,
@@ -283,7 +306,7 @@ def main(args: argparse.Namespace) -> None:
                      threshold_rule=args.finalize_threshold_rule, target_sensitivity=args.finalize_target_sensitivity,
                      weights_dtype=args.finalize_weights_dtype, ood_quantile=args.finalize_ood_quantile,
                      ood_gate=args.finalize_ood_gate,
-                     int8_images=args.finalize_int8_images, command=" ".join(["python", *sys.argv]), log=log)
+                     int8_images=args.finalize_int8_images, command=shlex.join(["python", *sys.argv]), log=log)
         except (ModelLoadError, DataLoadError) as error:
             sys.exit(str(error))
     accelerator.end_training()

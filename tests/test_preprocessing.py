@@ -73,7 +73,8 @@ def test_batch_augment_geometry_is_mild_and_never_mirrors():
     area = torch.linalg.det(linear)
     assert (area > 0).all()  # no reflection: the heart stays on the left
     cropped, padded = area <= 1.0 + 1e-6, area > 1.0 + 1e-6
-    assert area[cropped].min() >= 0.7 - 1e-6  # a crop keeps 70-100% of the image
+    assert area[cropped].min() >= augment.recipe.crop_area[0] - 1e-6  # a crop keeps 55-100% of the image
+    assert area[cropped].min() < augment.recipe.crop_area[0] + 0.02
     assert 0.15 < padded.float().mean() < 0.3  # about a quarter zoom out onto black (letterbox or padding)
     assert area.max() <= 16 / 9 + 1e-4  # at most a 16:9 letterbox, or 1.3x padding on both sides
     angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0]))
@@ -153,3 +154,28 @@ def test_test_time_views_of_normalised_input_equal_resampling_the_image_with_bla
     rotated = views[3 * 2]  # rotation by -5 degrees leaves black corners
     black = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8), CONFIG)
     torch.testing.assert_close(rotated[:, 0, 0], black[:, 0, 0], atol=1e-5, rtol=0)
+
+
+def test_shortcut_breaking_augmentation_frames_marks_and_sharpens_both_classes():
+    """Black bands, burnt-in markers and sharpening are drawn per image whatever its label, so that neither
+    what lies outside the thorax nor global sharpness tells the classes apart."""
+    pixels = _kermany_batch(6).repeat(4, 1, 1, 1)
+    plain = BatchAugment(CONFIG, seed=2, recipe="acquisition")
+    full = BatchAugment(CONFIG, seed=2, recipe="shortcut-breaking")
+    framed = full.frame(torch.ones(400, 1, 64, 64))
+    black_rows = (framed[:, 0] == 0).all(dim=2)  # (n, rows): rows blacked out whole
+    share_framed = (framed == 0).flatten(1).any(1).float().mean()
+    assert 0.4 < share_framed < 0.6  # half the images get bands
+    assert black_rows[:, :16].sum(1).max() <= 0.25 * 64 + 1 and black_rows.any()  # at most a quarter at the top
+    marked = full.markers(torch.full((200, 1, 64, 64), 0.5))
+    assert 0.4 < (marked != 0.5).flatten(1).any(1).float().mean() < 0.6
+    path = sorted((KERMANY / "train" / "PNEUMONIA").iterdir())[0]
+    full_size = resize_transform(ModelConfig(image_size=224))(load_rgb(path))[:1].float() / 255
+    sharp = full.sharpness(torch.stack([full_size] * 300))
+    laplacian = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float32).view(1, 1, 3, 3)
+    detail = torch.nn.functional.conv2d(sharp, laplacian).flatten(1).var(1)
+    original = detail.median()  # most images are left as they are
+    assert (detail > 1.5 * original).float().mean() > 0.1  # some sharpened
+    assert (detail < 0.67 * original).float().mean() > 0.2  # some blurred or resampled
+    plain.set_epoch(0)
+    assert plain(pixels).shape == full(pixels).shape == (24, 3, 64, 64)
