@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--ema-decay", type=float, default=0.998,
                    help="also keep an exponential moving average of the weights (0: off)")
+    p.add_argument("--teachers", nargs="+", metavar="MODEL_DIR",
+                   help="distil: train on the mean class probabilities of these networks (an ensemble) on the very "
+                        "same augmented batch, instead of the labels (Hinton et al. 2015; Beyer et al. 2022)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--split-file", help="reuse the validation split saved by an earlier run (split.json)")
     p.add_argument("--select-metric", default="last", choices=["last", "roc_auc", "loss", "calibrated_loss"],
@@ -119,6 +122,17 @@ def training_sizes(args: argparse.Namespace) -> list[int]:
     if max(sizes) > args.image_size:
         sys.exit(f"--size-schedule goes up to {max(sizes)} px, above --image-size {args.image_size}.")
     return sizes
+
+
+def load_teacher(folder: Path, config: ModelConfig, device: torch.device) -> PneumoniaClassifier:
+    """A frozen network of an earlier run, checked to read the images as the student does."""
+    teacher = PneumoniaClassifier.from_pretrained(folder)
+    theirs = teacher.config
+    if (theirs.label_names, theirs.mean, theirs.std) != (config.label_names, config.mean, config.std):
+        raise ModelLoadError(f"The teacher in {folder.name} has other labels or normalisation than the student "
+                             f"({theirs.label_names}, mean {theirs.mean}); distil from networks trained alike.")
+    teacher.requires_grad_(False)
+    return teacher.to(device, memory_format=torch.channels_last).eval()
 
 
 def git_commit() -> str | None:
@@ -206,7 +220,12 @@ def main(args: argparse.Namespace) -> None:
     # keeps numpy's random state, so a resumed run blends as an uninterrupted one would
     mix = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, mode="elem", label_smoothing=args.label_smoothing,
                 num_classes=len(config.label_names)) if args.mixup or args.cutmix else None
-    criterion = SoftTargetCrossEntropy() if mix else torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    criterion = (SoftTargetCrossEntropy() if mix or args.teachers
+                 else torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
+    try:
+        teachers = [load_teacher(Path(folder), config, accelerator.device) for folder in args.teachers or []]
+    except ModelLoadError as error:
+        sys.exit(str(error))
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -236,6 +255,9 @@ def main(args: argparse.Namespace) -> None:
             pixels, targets = augment(batch["pixel_values"], output_size=sizes[epoch]), batch["label"]
             if mix is not None:
                 pixels, targets = mix(pixels, targets)
+            if teachers:  # the ensemble's answer on exactly what the student sees ("consistent teaching")
+                with torch.no_grad(), accelerator.autocast():
+                    targets = torch.stack([teacher(pixels).float().softmax(-1) for teacher in teachers]).mean(0)
             with accelerator.autocast():
                 loss = criterion(model(pixels), targets)
             accelerator.backward(loss)
@@ -289,6 +311,7 @@ def main(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         write_json_atomic(out / "training_log.json", {"command": shlex.join(["python", *sys.argv]),
                                                       "commit": git_commit(), "args": vars(args),
+                                                      "teachers": args.teachers or [],
                                                       "augmentation": {"recipe": args.augment,
                                                                        **RECIPES[args.augment].to_dict()}, "history": state["history"],
                                                       "best_epoch": state["best_epoch"],

@@ -79,14 +79,16 @@ class Predictor:
 
     def __init__(self, model: PneumoniaClassifier, *, ood: Optional[StagedDetector] = None,
                  int8_calibration: Optional[dict[str, torch.Tensor]] = None, device: Optional[torch.device | str] = None,
-                 precision: Optional[str] = None, compile: bool = False):
-        """`precision` overrides config.json's (training-time validation runs in the training precision).
+                 precision: Optional[str] = None, views: Optional[list[dict[str, float]]] = None, compile: bool = False):
+        """`precision` and `views` override config.json's (training-time validation runs in the training precision,
+        the image alone).
         `compile=True`: torch.compile with freezing (batch norm folded, weights pre-packed); the first call of
         each batch size compiles (about a minute on 2 cores). An int8 model is always compiled, a few seconds
         per batch size."""
         self.config = model.config
         self.device = torch.device(device) if device is not None else default_device()
         self.precision = runtime_precision(precision or self.config.precision, self.device)
+        self.views = list(self.config.tta_views if views is None else views)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.ood = ood
         self.transform = eval_transform(self.config)
@@ -155,7 +157,7 @@ class Predictor:
         if pixels.dtype == torch.uint8:
             pixels = normalize(pixels, self.config)
         n = len(pixels)
-        batch = normalized_views(pixels, self.config.tta_views if views else [], self.config)
+        batch = normalized_views(pixels, self.views if views else [], self.config)
         with autocast(self.precision, self.device):
             logits, features = self.forward(batch.contiguous(memory_format=torch.channels_last))
         features = torch.cat([features[:n].float(), thumbnail_features(pixels)], dim=1)
