@@ -40,6 +40,7 @@ from gradio.utils import NamedString  # noqa: E402
 from modeling import ImageLoadError, ModelLoadError, Predictor, read_image, to_rgb  # noqa: E402
 from modeling.explain import overlay, preview  # noqa: E402
 from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
+from modeling.worklist import UNREADABLE, Entry, make_entry, sort_key  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
@@ -180,31 +181,20 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
             files after them; the CSV in the same order, with the upload order kept."""
             if not files:
                 raise gr.Error("Please upload one or more images.")
-            assessed, flagged, unreadable, images, positions = [], [], [], [], []
-            for order, path in enumerate(progress.tqdm(files, desc="Reading images"), 1):
+            entries, images, positions = [], [], []
+            for order, path in enumerate(progress.tqdm(files, desc="Reading images")):
                 try:
                     images.append(uploads.read(path))
                     positions.append(order)
                 except ImageLoadError as error:
-                    unreadable.append([Path(path).name, None, f"not analysed: {error}", order])
+                    entries.append(Entry(order, Path(path).name, UNREADABLE, reason=str(error)))
             progress(0.5, desc=f"Analysing {len(images)} images")
             analysis = predictor.analyse(images)
             for order, p, verdict in zip(positions, analysis.probabilities[:, config.positive_index],
                                          analysis.verdicts):
-                name = Path(files[order - 1]).name
-                if verdict == NOT_AN_XRAY:
-                    flagged.append([name, None, "does not look like a chest X-ray: no assessment", order])
-                    continue
-                result = "pneumonia suspected" if p >= threshold else "no pneumonia detected"
-                row = [name, round(float(p), 4), result, order]
-                if verdict == IN_DISTRIBUTION:
-                    assessed.append(row)
-                else:
-                    row[2] += " (unlike the training X-rays: may be wrong)"
-                    flagged.append(row)
-            assessed.sort(key=lambda row: -row[1])
-            flagged.sort(key=lambda row: (row[1] is None, -(row[1] or 0)))
-            rows = [[rank, *row] for rank, row in enumerate(assessed + flagged + unreadable, 1)]
+                entries.append(make_entry(order, Path(files[order]).name, p, verdict, decimals=4))
+            rows = [[rank, e.name, e.probability, e.result(threshold), e.order + 1]
+                    for rank, e in enumerate(sorted(entries, key=sort_key), 1)]
             def write_csv(path: str) -> None:
                 with open(path, "w", newline="") as f:
                     writer = csv.writer(f)

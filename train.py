@@ -229,7 +229,10 @@ def main(args: argparse.Namespace) -> None:
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
-    candidates = {"weights": model} | ({"ema": ema.module} if ema is not None else {})
+    # the networks validated each epoch: the trained weights and their moving average, or where the run keeps its
+    # final moving average whatever validation says, that one alone
+    candidates = ({"ema": ema.module} if ema is not None and args.select_metric == "last" else
+                  {"weights": model} | ({"ema": ema.module} if ema is not None else {}))
     validation_precision = {"bf16": "bfloat16", "fp16": "float16"}.get(accelerator.mixed_precision, "float32")
 
     # --- resume
@@ -294,7 +297,7 @@ def main(args: argparse.Namespace) -> None:
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
             if args.select_metric == "last":
-                score = epoch if name == list(candidates)[-1] else None  # the moving average where there is one
+                score = epoch
             else:
                 score = {"roc_auc": val["roc_auc"], "loss": -val_loss,
                          "calibrated_loss": -calibrated_loss}[args.select_metric]

@@ -86,6 +86,7 @@ class Predictor:
         each batch size compiles (about a minute on 2 cores). An int8 model is always compiled, a few seconds
         per batch size."""
         self.config = model.config
+        self.folder: Optional[Path] = None  # the model folder it was loaded from (`from_pretrained`)
         self.device = torch.device(device) if device is not None else default_device()
         self.precision = runtime_precision(precision or self.config.precision, self.device)
         self.views = list(self.config.tta_views if views is None else views)
@@ -128,6 +129,7 @@ class Predictor:
             calibration, metadata = load_calibration(folder / config.quantization["file"])
             check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
         predictor = cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile)
+        predictor.folder = folder
         if ood is not None and ood.sizes != predictor.feature_sizes():
             raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
                                  f"version computes {predictor.feature_sizes()}; refit it: {REFIT}")

@@ -120,6 +120,19 @@ def _check_size(size: tuple[int, int]) -> None:
                              f"X-ray (aspect ratio above {MAX_ASPECT:g}:1).")
 
 
+def dicom_identifiers(data: bytes) -> dict[str, str]:
+    """The StudyInstanceUID and SeriesInstanceUID of a DICOM file's bytes ({} for other formats, and for a header
+    that cannot be read: reading the image then says why)."""
+    if not _is_dicom(data):
+        return {}
+    import pydicom
+    try:
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - pydicom raises many types for a damaged header
+        return {}
+    return {"study_uid": str(header.get("StudyInstanceUID", "")), "series_uid": str(header.get("SeriesInstanceUID", ""))}
+
+
 def _is_dicom(data: bytes) -> bool:
     return len(data) > 132 and data[128:132] == b"DICM"
 
