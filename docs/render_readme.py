@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluate import format_ood, format_robustness, format_table  # noqa: E402
-from modeling.augment import describe as describe_augmentation  # noqa: E402
+from modeling.augment import describe as describe_augmentation, trained_recipe  # noqa: E402
 from modeling.hub import epoch_cost, reproduction_commands  # noqa: E402
 from modeling.config import ModelConfig  # noqa: E402
 
@@ -55,7 +55,7 @@ def results_section(model_dir: Path = MODEL) -> str:
         f"{args['image_size']} px; {cost['hours']:.1f} hours of training as logged; selected by validation "
         f"{args['select_metric']}: epoch {log['best_epoch']}, "
         f"{'the moving average of the weights' if log.get('best_weights') == 'ema' else 'the weights themselves'}). "
-        f"Augmentation: {describe_augmentation()}. "
+        f"Augmentation: {describe_augmentation(trained_recipe(log))}. "
         "ImageNet weights cannot be downloaded here; with the Hub, `train.py` starts from them by default. "
         f"Inference: {1 + len(inference.get('tta_views', []))} view(s) per image, {inference['precision']}. "
         "Views, precision, threshold and temperature were chosen on validation only; the test split was used "

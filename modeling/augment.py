@@ -77,7 +77,8 @@ class Recipe:
 
     def describe(self) -> str:
         """The recipe in one sentence (for the model card)."""
-        parts = [f"a crop keeping {self.crop_area[0]:.0%}-{self.crop_area[1]:.0%} of the image, a rotation of up to "
+        parts = [f"a crop keeping {self.crop_area[0]:.0%}-{self.crop_area[1]:.0%} of the image (aspect "
+                 f"{self.crop_aspect[0]}-{self.crop_aspect[1]}), a rotation of up to "
                  f"{self.max_rotation_degrees:g} degrees and a shift of up to {self.max_shift:.0%}; for "
                  f"{self.pad_probability:.0%} of the images instead a zoom-out onto black (a letterbox up to 16:9 or "
                  "padding on both sides)"]
@@ -86,7 +87,8 @@ class Recipe:
                          f"top and bottom, {self.max_frame[1]:.0%} at the sides)")
         parts.append(f"brightness and contrast of up to {self.max_exposure_change:.0%}, a gamma of "
                      f"{self.gamma[0]}-{self.gamma[1]} and a random grey-level window")
-        sharpness = [f"a Gaussian blur (sigma up to {self.max_blur_sigma:g} px at 224 px) for {self.blur_probability:.0%}"]
+        sharpness = [f"a Gaussian blur (sigma up to {self.max_blur_sigma:g} px at 224 px) for {self.blur_probability:.0%} "
+                     "of the images"]
         if self.sharpen_probability:
             sharpness.append(f"an unsharp mask (amount {self.sharpen_amount[0]:g}-{self.sharpen_amount[1]:g}) for "
                              f"{self.sharpen_probability:.0%}")
@@ -110,6 +112,12 @@ SHORTCUT_BREAKING = replace(ACQUISITION, crop_area=(0.55, 1.0), frame_probabilit
 FRAMING_ONLY = replace(ACQUISITION, crop_area=(0.55, 1.0), frame_probability=0.5, marker_probability=0.5)
 RECIPES = {"acquisition": ACQUISITION, "framing": FRAMING_ONLY, "shortcut-breaking": SHORTCUT_BREAKING}
 DEFAULT_RECIPE = "shortcut-breaking"
+
+
+def trained_recipe(training_log: dict) -> str:
+    """The recipe a run trained with, from its training_log.json; runs logged before recipes were recorded
+    trained with what is now "acquisition"."""
+    return (training_log.get("augmentation") or {}).get("recipe", "acquisition")
 
 
 def describe(name: str = DEFAULT_RECIPE) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
-from .augment import describe as describe_augmentation
+from .augment import describe as describe_augmentation, trained_recipe
 from .calibration import THRESHOLD_RULES
 from .config import ModelConfig
 from .metrics import RATES
@@ -82,7 +82,7 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
         unreadable=len(report.get("train", {}).get("unreadable", [])),
         commands=reproduction_commands(log, config), epoch_cost=epoch_cost(log),
         size_schedule=", ".join(f"{size} px for {count} epochs" for size, count in args.get("size_schedule") or []),
-        augmentation=describe_augmentation(), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
+        augmentation=describe_augmentation(trained_recipe(log)), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
         views=1 + len(config.tta_views), precision=config.precision,
         int8_images=config.quantization.get("calibration_images"),

@@ -10,10 +10,10 @@ PACKAGE = REPO / "modeling"
 LAYERS = [
     {"runtime", "files", "config", "metrics", "preprocessing", "geometry"},
     {"views", "augment", "data", "calibration", "ood", "artifacts", "checkpointing", "robustness", "plots",
-     "non_xray"},
+     "non_xray", "lungs", "worklist"},
     {"model"},
     {"quantize", "explain", "inference"},
-    {"finalize", "hub"},
+    {"finalize", "hub", "shortcuts"},
 ]
 
 
