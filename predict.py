@@ -45,9 +45,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from modeling.explain import grad_cam, overlay, preview
-from modeling.files import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256, looks_like_path, write_json_atomic
-from modeling.inference import Predictor, autocast
+from modeling.explain import overlay, preview
+from modeling.files import (CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256, looks_like_path,
+                            resolve_model_folder, write_json_atomic)
+from modeling.inference import Predictor
 from modeling.ood import NOT_AN_XRAY
 from modeling.preprocessing import ImageLoadError, dicom_identifiers, read_image, to_rgb
 from modeling.worklist import UNREADABLE, Entry, make_entry, sort_key
@@ -200,9 +201,7 @@ def score(predictor: Predictor, items: list[Item], hub_dataset: Any, args: argpa
 
 def write_heatmap(predictor: Predictor, record: dict[str, Any], path: Path) -> None:
     """The Grad-CAM overlay of a flagged image, written under a temporary name and renamed."""
-    pixels = record["pixels"].unsqueeze(0).to(predictor.device).contiguous(memory_format=torch.channels_last)
-    heatmap = grad_cam(predictor.model, pixels, predictor.config.positive_index,
-                       autocast(predictor.precision, predictor.device))[0]
+    heatmap = predictor.grad_cam(record["pixels"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     overlay(record["preview"], heatmap).save(tmp, format="PNG")
@@ -285,8 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     try:
-        predictor = Predictor.from_pretrained(args.model, device=accelerator.device)
-        folder = predictor.folder
+        folder = resolve_model_folder(args.model)
+        predictor = Predictor.from_pretrained(folder, device=accelerator.device)
         items, total, hub_dataset = list_inputs(args.input, args.split)
     except (ModelLoadError, InputError) as error:
         sys.exit(str(error))

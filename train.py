@@ -296,12 +296,9 @@ def main(args: argparse.Namespace) -> None:
             state["history"].append(record)
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
-            if args.select_metric == "last":
-                score = epoch
-            else:
-                score = {"roc_auc": val["roc_auc"], "loss": -val_loss,
-                         "calibrated_loss": -calibrated_loss}[args.select_metric]
-            if score is not None and (state["best_score"] is None or score > state["best_score"]):
+            score = {"last": epoch, "roc_auc": val["roc_auc"], "loss": -val_loss,
+                     "calibrated_loss": -calibrated_loss}[args.select_metric]
+            if state["best_score"] is None or score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, best_weights=name)
                 if accelerator.is_main_process:
                     accelerator.unwrap_model(network).save_model_files(out)
@@ -311,10 +308,10 @@ def main(args: argparse.Namespace) -> None:
         save_checkpoint(accelerator, ckpt_root, epoch, state, keep=args.keep_checkpoints)
 
     # --- the training history, then the deployable folder (fitted on validation by modeling.finalize)
+    command = shlex.join(["python", *sys.argv])
     if accelerator.is_main_process:
-        write_json_atomic(out / "training_log.json", {"command": shlex.join(["python", *sys.argv]),
+        write_json_atomic(out / "training_log.json", {"command": command,
                                                       "commit": git_commit(), "args": vars(args),
-                                                      "teachers": args.teachers or [],
                                                       "augmentation": {"recipe": args.augment,
                                                                        **RECIPES[args.augment].to_dict()}, "history": state["history"],
                                                       "best_epoch": state["best_epoch"],
@@ -332,7 +329,7 @@ def main(args: argparse.Namespace) -> None:
                      threshold_rule=args.finalize_threshold_rule, target_sensitivity=args.finalize_target_sensitivity,
                      weights_dtype=args.finalize_weights_dtype, ood_quantile=args.finalize_ood_quantile,
                      ood_gate=args.finalize_ood_gate,
-                     int8_images=args.finalize_int8_images, command=shlex.join(["python", *sys.argv]), log=log)
+                     int8_images=args.finalize_int8_images, command=command, log=log)
         except (ModelLoadError, DataLoadError) as error:
             sys.exit(str(error))
     accelerator.end_training()

@@ -105,7 +105,7 @@ class Recipe:
 
 
 ACQUISITION = Recipe()
-# what lies outside the thorax and global sharpness stop telling the classes apart (docs/experiments.md)
+# what lies outside the thorax and global sharpness stop telling the classes apart (docs/shortcuts.md)
 SHORTCUT_BREAKING = replace(ACQUISITION, crop_area=(0.55, 1.0), frame_probability=0.5, blur_probability=0.2,
                             sharpen_probability=0.2, resample_probability=0.15, marker_probability=0.5,
                             noise_probability=0.3, jpeg_probability=0.25)
@@ -255,7 +255,8 @@ class BatchAugment:
         n, size, device = len(images), images.shape[-1], images.device
         marked = self._chance(n, r.marker_probability, device).tolist()
         draws = torch.rand(n, 3, 6, generator=self.generator, device=device).cpu()  # count, stamp, height, x, y, ink
-        images = images.clone()
+        if any(marked):
+            images = images.clone()
         for index in (i for i in range(n) if marked[i]):
             for k in range(1 + int(draws[index, 0, 0] * 3)):
                 height = max(6, round(size * (0.04 + 0.06 * float(draws[index, k, 2]))))

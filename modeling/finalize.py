@@ -29,6 +29,7 @@ if __name__ == "__main__":
     use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
 
 import argparse  # noqa: E402
+import json
 import shutil
 import sys
 import time
@@ -42,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .artifacts import deployment, file_metadata
-from .augment import BatchAugment
+from .augment import BatchAugment, trained_recipe
 from .calibration import THRESHOLD_RULES, fit_temperature, log_loss, operating_point, positive_probs
 from .config import ModelConfig
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
@@ -107,17 +108,17 @@ def _int8_calibration(network: PneumoniaClassifier, data: str, split_file: Path,
     return calibrate(network.cpu().eval(), batches), len(loader) * loader.batch_size
 
 
-def ood_train_features(predictor: Predictor, data: str, split_file: Path, augmented: bool, seed: int = 0,
-                       batch_size: int = 32) -> np.ndarray:
+def ood_train_features(predictor: Predictor, data: str, split_file: Path, augmented: bool, recipe: str,
+                       seed: int = 0, batch_size: int = 32) -> np.ndarray:
     """OOD features of the training side of the saved split: every image as is, then (`augmented`) every image once
-    under the training augmentation (`BatchAugment`, epoch 0 of `seed`). The features are those of the image alone;
+    under the run's training augmentation (`BatchAugment` with its `recipe`, epoch 0 of `seed`). The features are those of the image alone;
     the views do not enter."""
     if not augmented:
         return predictor.predict_saved_split(data, split_file, "train", with_features=True, views=False)[3]
     config = predictor.config
     decoded = _decoded_training_side(config, data, split_file)
     loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=batch_size, collate_fn=first)
-    augment = BatchAugment(config, seed=seed)
+    augment = BatchAugment(config, seed=seed, recipe=recipe)
     augment.set_epoch(0, device=predictor.device)
     as_is, changed = [], []
     for batch in tqdm(loader, desc="train, as is and augmented", unit="batch", leave=False):
@@ -207,7 +208,9 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
             f"{rule['bootstrap_p95']:.4f}), sensitivity {rule['sensitivity']:.4f}, specificity {rule['specificity']:.4f}")
 
     augmented = ood_gate == "augmented"
-    train_features = ood_train_features(predictor, data, split_file, augmented)
+    log_file = run_dir / "training_log.json"
+    recipe = trained_recipe(json.loads(log_file.read_text()) if log_file.exists() else {})
+    train_features = ood_train_features(predictor, data, split_file, augmented, recipe)
     detector, threshold = fit_detector(train_features, val_features, ood_quantile, sizes=predictor.feature_sizes())
     detector.save(out / OOD_FILE, file_metadata(fitted_for))
     stages = predictor.feature_stages()

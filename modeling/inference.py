@@ -86,7 +86,6 @@ class Predictor:
         each batch size compiles (about a minute on 2 cores). An int8 model is always compiled, a few seconds
         per batch size."""
         self.config = model.config
-        self.folder: Optional[Path] = None  # the model folder it was loaded from (`from_pretrained`)
         self.device = torch.device(device) if device is not None else default_device()
         self.precision = runtime_precision(precision or self.config.precision, self.device)
         self.views = list(self.config.tta_views if views is None else views)
@@ -129,7 +128,6 @@ class Predictor:
             calibration, metadata = load_calibration(folder / config.quantization["file"])
             check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
         predictor = cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile)
-        predictor.folder = folder
         if ood is not None and ood.sizes != predictor.feature_sizes():
             raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
                                  f"version computes {predictor.feature_sizes()}; refit it: {REFIT}")
@@ -196,11 +194,14 @@ class Predictor:
         """Calibrated class probabilities, shape (N, C)."""
         return self.analyse(images, batch_size).probabilities
 
-    def grad_cam(self, image: Image.Image, class_index: Optional[int] = None) -> np.ndarray:
+    def grad_cam(self, image: Image.Image | torch.Tensor, class_index: Optional[int] = None) -> np.ndarray:
         """Grad-CAM heatmap in [0, 1] at the network's input size, for `class_index` (default: the positive
-        class), computed on the eager network (int8 models: in bf16). Safe to call from many threads."""
+        class), of an image or of its normalised network input (3, S, S), computed on the eager network (int8
+        models: in bf16). Safe to call from many threads."""
         index = self.config.positive_index if class_index is None else class_index
-        return grad_cam(self.model, self.tensor(image), index, autocast(self.precision, self.device))[0]
+        pixels = self.tensor(image) if isinstance(image, Image.Image) else (
+            image.unsqueeze(0).to(self.device).contiguous(memory_format=torch.channels_last))
+        return grad_cam(self.model, pixels, index, autocast(self.precision, self.device))[0]
 
     # --- datasets
 

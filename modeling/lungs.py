@@ -87,18 +87,17 @@ def _lung_fields_of_content(image: np.ndarray) -> LungFields:
         return _fallback(image.shape)
     dark = smooth < filters.threshold_otsu(smooth[inner])
     # erosion cuts the thin bridges from the lungs to the air around the body; what still touches the border
-    # is that air (border_value=1: beyond the image is air too), and the lungs grow back within the dark mask
+    # is that air (the padding: beyond the image is air too), and the lungs grow back within the dark mask
     radius = max(1, round(SEED_EROSION * side))
     # (erosion and dilation by a disk, through Euclidean distance transforms: linear in the pixels)
     seeds = segmentation.clear_border(ndimage.distance_transform_edt(np.pad(dark, 1, constant_values=True))[1:-1, 1:-1]
                                       > radius)
     if not seeds.any():
         return _fallback(image.shape)
-    dark = (ndimage.distance_transform_edt(~seeds) <= radius) & dark
-    dark = measure.label(dark)
-    regions = [r for r in measure.regionprops(dark) if r.area >= MIN_LUNG_AREA * height * width]
+    labels = measure.label((ndimage.distance_transform_edt(~seeds) <= radius) & dark)
+    regions = [r for r in measure.regionprops(labels) if r.area >= MIN_LUNG_AREA * height * width]
     middle = width / 2
-    sides: dict[str, measure._regionprops.RegionProperties] = {}
+    sides = {}
     for region in sorted(regions, key=lambda r: r.area, reverse=True):
         name = "left" if region.centroid[1] < middle else "right"
         sides.setdefault(name, region)
@@ -117,8 +116,8 @@ def _lung_fields_of_content(image: np.ndarray) -> LungFields:
         mask |= hulls[0][:, ::-1]
     mask = ndimage.distance_transform_edt(~ndimage.binary_fill_holes(mask)) <= max(1, round(FIELD_MARGIN * side))
     rows, columns = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    top, bottom, sides_margin = (round(m * side) for m in BOX_MARGIN)
+    above, below, beside = (round(m * side) for m in BOX_MARGIN)
     # never above the standard box's bottom: a base whitened by consolidation is missed more often than not
-    box = (max(0, rows[0] - top), min(height, max(rows[-1] + 1 + bottom, round(FALLBACK_BOX[1] * height))),
-           max(0, columns[0] - sides_margin), min(width, columns[-1] + 1 + sides_margin))
+    box = (max(0, rows[0] - above), min(height, max(rows[-1] + 1 + below, round(FALLBACK_BOX[1] * height))),
+           max(0, columns[0] - beside), min(width, columns[-1] + 1 + beside))
     return LungFields(mask, tuple(int(v) for v in box), True)

@@ -27,17 +27,18 @@ from tqdm.auto import tqdm
 
 from .data import label_mapping, label_names, load_data, saved_split
 from .explain import overlay
+from .config import ModelConfig
 from .files import SPLIT_NAME, resolve_model_folder, write_json_atomic
 from .inference import Predictor
 from .lungs import LungFields, lung_fields
-from .preprocessing import read_image, to_rgb
+from .preprocessing import read_image, resize_transform, to_rgb
 
 SHOWN_PER_CLASS = 6
 
 
-def fields_of(image: Image.Image, size: int) -> LungFields:
-    """Lung fields of an RGB image squashed to `size` x `size` (the network's input, where Grad-CAM lives)."""
-    return lung_fields(np.asarray(image.convert("L").resize((size, size), Image.BILINEAR)))
+def fields_of(image: Image.Image, config: ModelConfig) -> LungFields:
+    """Lung fields of an RGB image as the network sees it (`resize_transform`: where Grad-CAM lives)."""
+    return lung_fields(resize_transform(config)(image).float().mean(0).numpy() / 255)
 
 
 def _box_in_image(fields: LungFields, image: Image.Image) -> tuple[int, int, int, int]:
@@ -78,7 +79,7 @@ def shortcut_scores(predictor: Predictor, images: Sequence[Image.Image], positiv
     """(scores, per-image details for the picture) of the predictor on RGB images with labels `positive`."""
     config = predictor.config
     positive = np.asarray(positive, bool)
-    fields = [fields_of(image, config.image_size) for image in tqdm(images, desc="lung fields", leave=False)]
+    fields = [fields_of(image, config) for image in tqdm(images, desc="lung fields", leave=False)]
     p = config.positive_index
     before = predictor.probabilities(images)[:, p]
     black = predictor.probabilities([outside_thorax_black(i, f) for i, f in zip(images, fields)])[:, p]
@@ -87,6 +88,7 @@ def shortcut_scores(predictor: Predictor, images: Sequence[Image.Image], positiv
         "images": len(images), "normal": int((~positive).sum()), "pneumonia": int(positive.sum()),
         "threshold": config.threshold, "views": 1 + len(predictor.views), "precision": predictor.precision,
         "lung_fields_found": float(np.mean([f.found for f in fields])),
+        "lung_field_area": float(np.mean([f.mask.mean() for f in fields])),
         "outside_thorax_black": _change(before, black, positive, config.threshold),
         "cropped_to_thorax": _change(before, cropped, positive, config.threshold),
     }
@@ -100,7 +102,6 @@ def shortcut_scores(predictor: Predictor, images: Sequence[Image.Image], positiv
         for name, side in (("normal", ~positive), ("pneumonia", positive)):
             values = [s for s, keep in zip(shares, side) if keep and s is not None]
             scores[f"gradcam_in_lungs_{name}"] = float(np.mean(values)) if values else None
-        scores["lung_field_area"] = float(np.mean([f.mask.mean() for f in fields]))
     details = {"fields": fields, "probabilities": before, "shares": shares, "heatmaps": heatmaps}
     return scores, details
 
@@ -141,9 +142,10 @@ def gradcam_figure(images: Sequence[Image.Image], positive: np.ndarray, details:
     plt.close(fig)
 
 
-def contact_sheet(images: Sequence[Image.Image], path: Path, columns: int = 8, side: int = 160) -> None:
+def contact_sheet(images: Sequence[Image.Image], config: ModelConfig, path: Path, columns: int = 8,
+                  side: int = 160) -> None:
     """Lung fields (green) and thorax box (red; amber where none was found and the standard box is used)."""
-    tiles = [_outline(image, fields_of(image, 224), side) for image in images]
+    tiles = [_outline(image, fields_of(image, config), side) for image in images]
     rows = -(-len(tiles) // columns)
     sheet = Image.new("RGB", (columns * side, rows * side))
     for index, tile in enumerate(tiles):
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         gradcam_figure(images, positive, details, args.title or folder.name, args.output_dir / "shortcuts.png")
     if args.contact_sheet:
         order = np.r_[np.flatnonzero(~positive)[:24], np.flatnonzero(positive)[:24]]
-        contact_sheet([images[i] for i in order], args.output_dir / "lung_fields.png")
+        contact_sheet([images[i] for i in order], config, args.output_dir / "lung_fields.png")
     print({k: v for k, v in scores.items() if k != "model"})
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modeling.config import ModelConfig
 from modeling.lungs import FALLBACK_BOX, lung_fields
 from modeling.preprocessing import load_rgb
 from modeling.shortcuts import cropped_to_thorax, fields_of, gradcam_share_in_lungs, outside_thorax_black
@@ -53,7 +54,7 @@ def test_lung_fields_ignore_black_borders_and_fall_back_on_a_flat_image():
 
 def test_thorax_interventions_keep_the_box_and_change_only_what_lies_outside():
     image = load_rgb(PNEUMONIA[0]).resize((300, 250))
-    fields = fields_of(image, 224)
+    fields = fields_of(image, ModelConfig(image_size=224))
     top, bottom, left, right = fields.box
     box = (round(left * 300 / 224), round(top * 250 / 224), round(right * 300 / 224), round(bottom * 250 / 224))
     black = np.asarray(outside_thorax_black(image, fields))
