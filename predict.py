@@ -41,7 +41,6 @@ if __name__ == "__main__":
 
 import torch
 from accelerate import Accelerator
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
