@@ -13,6 +13,7 @@ import app
 from benchmarks.load_test import free_port
 from modeling import ModelLoadError, Predictor, load_rgb
 from modeling.files import WEIGHTS_NAME
+from modeling.augment import trained_recipe
 from modeling.finalize import ood_train_features
 from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
@@ -200,8 +201,10 @@ def test_ood_features_of_augmented_training_xrays_follow_the_as_is_ones(tiny_mod
     """--ood-gate augmented: every training X-ray as is (the features the app computes), then once augmented."""
     predictor = Predictor.from_pretrained(tiny_model_dir)
     split_file = tiny_model_dir / "split.json"
-    direct = ood_train_features(predictor, str(small_data), split_file, augmented=False)
+    recipe = trained_recipe(json.loads((tiny_model_dir / "training_log.json").read_text()))  # the run's own
+    direct = ood_train_features(predictor, str(small_data), split_file, augmented=False, recipe=recipe)
     assert len(direct) == len(json.loads(split_file.read_text())["train"])
-    as_is, augmented = np.split(ood_train_features(predictor, str(small_data), split_file, augmented=True), 2)
+    as_is, augmented = np.split(ood_train_features(predictor, str(small_data), split_file, augmented=True,
+                                                   recipe=recipe), 2)
     np.testing.assert_allclose(as_is, direct, rtol=1e-4, atol=1e-4)
     assert np.abs(augmented - as_is).mean() > 0.01
