@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402
 from gradio.utils import NamedString  # noqa: E402
 
 from modeling import ImageLoadError, ModelLoadError, Predictor, read_image, to_rgb  # noqa: E402
-from modeling.explain import overlay, preview  # noqa: E402
+from modeling.display import overlay, preview  # noqa: E402
 from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
 from modeling.worklist import UNREADABLE, Entry, make_entry, sort_key  # noqa: E402
 

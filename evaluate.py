@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     metrics = binary_metrics(labels, probs, config.threshold)
     metrics.update(loss=loss, model=str(args.model), data=str(args.data), split=args.split,
-                   unreadable_skipped=len(report.unreadable), bootstrap=args.bootstrap)
+                   unreadable_skipped=len(report.unreadable), bootstrap=args.bootstrap,
+                   command=shlex.join(["python", *sys.argv]))
     metrics["ece"] = expected_calibration_error(labels, probs)
     metrics["temperature"] = config.temperature
     metrics["ci95"] = bootstrap_ci(labels, probs, config.threshold, n_boot=args.bootstrap)
@@ -96,7 +98,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["at_0.5"] = {**at_half, "ci95": bootstrap_ci(labels, probs, 0.5, n_boot=args.bootstrap)}
 
     metrics["precision_deployed"] = predictor.precision
-    metrics["views"] = 1 + len(config.tta_views)
+    metrics["views"] = 1 + len(predictor.views)
     if predictor.ood is not None:
         metrics["ood"] = ood_report(predictor, features, args.ood_images, args.other_xrays, args.split)
     if args.robustness:

@@ -44,7 +44,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from modeling.explain import overlay, preview
+from modeling.display import overlay, preview
 from modeling.files import (CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256, looks_like_path,
                             resolve_model_folder, write_json_atomic)
 from modeling.inference import Predictor

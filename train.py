@@ -4,11 +4,11 @@
     accelerate launch --multi_gpu --num_processes 8 train.py --data ... --output-dir ...  # many GPUs
     torchrun --nproc_per_node 2 train.py --data ... --output-dir ...                     # many CPU processes
 
-The output folder holds the best epoch's model.safetensors and config.json, finalized by
-`modeling.finalize` (temperature, threshold, out-of-distribution detector and, on a CPU, int8
-calibration, all fitted on validation for the deployed precision and views; --finalize-* options),
-plus training_log.json (the training history), data_report.json, split.json and checkpoints/ for
---resume. Batch size and learning rate default to what fills the device: 32 images per step at
+The output folder holds trained/ (the network the run keeps: its final moving average by default),
+model/ (the deployable folder that `modeling.finalize` makes from it: temperature, threshold,
+out-of-distribution detector and, on a CPU, int8 calibration, all fitted on validation for the
+deployed precision and views; --finalize-* options), training_log.json (the training history),
+data_report.json, split.json and checkpoints/ for --resume. Batch size and learning rate default to what fills the device: 32 images per step at
 1e-3 on a CPU, 256 per GPU on a GPU, the learning rate scaled by sqrt(total batch / 32).
 """
 from __future__ import annotations
@@ -38,15 +38,16 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from modeling.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
-from modeling.calibration import fit_temperature, log_loss, positive_probs
+from modeling.calibration import calibrated_log_loss
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig
 from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
                            label_mapping, label_names, load_data, make_train_val)
-from modeling.files import ModelLoadError, write_json_atomic
-from modeling.finalize import add_arguments as add_finalize_arguments, finalize
+from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, write_json_atomic
+from modeling.finalize import add_arguments as add_finalize_arguments, finalize, source_network_folder
 from modeling.inference import Predictor
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
+from modeling.probability import positive_probs
 from modeling.model import PneumoniaClassifier
 
 
@@ -126,7 +127,7 @@ def training_sizes(args: argparse.Namespace) -> list[int]:
 
 def load_teacher(folder: Path, config: ModelConfig, device: torch.device) -> PneumoniaClassifier:
     """A frozen network of an earlier run, checked to read the images as the student does."""
-    teacher = PneumoniaClassifier.from_pretrained(folder)
+    teacher = PneumoniaClassifier.from_pretrained(source_network_folder(folder))
     theirs = teacher.config
     if (theirs.label_names, theirs.mean, theirs.std) != (config.label_names, config.mean, config.std):
         raise ModelLoadError(f"The teacher in {folder.name} has other labels or normalisation than the student "
@@ -280,9 +281,8 @@ def main(args: argparse.Namespace) -> None:
             labels, logits, val_loss = predictor.predict_loader(val_loader, accelerator, desc=f"validation ({name})")
             positive = labels == config.positive_index
             val = binary_metrics(positive, positive_probs(logits, 1.0, config.positive_index), 0.5)
-            temperature = fit_temperature(logits, labels)
+            calibrated_loss, temperature = calibrated_log_loss(logits, labels, config.positive_index)
             calibrated = positive_probs(logits, temperature, config.positive_index)
-            calibrated_loss = log_loss(positive, calibrated)
             record = {"epoch": epoch + 1, "weights": name, "train_size": sizes[epoch],
                       "train_loss": loss_sum / max(1, len(train_loader)),
                       "train_images_per_s": len(train_loader) * images_per_step / train_time,
@@ -301,7 +301,8 @@ def main(args: argparse.Namespace) -> None:
             if state["best_score"] is None or score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, best_weights=name)
                 if accelerator.is_main_process:
-                    accelerator.unwrap_model(network).save_model_files(out)
+                    with folder_written_whole(out / TRAINED_DIR) as folder:
+                        accelerator.unwrap_model(network).save_model_files(folder)
                 log(f"kept: epoch {epoch + 1}, {name} ({args.select_metric})")
         state["epoch"] = epoch
         state["args"] = vars(args)
@@ -321,7 +322,7 @@ def main(args: argparse.Namespace) -> None:
                                                                  if accelerator.device.type == "cuda"
                                                                  else accelerator.device.type),
                                                       "tcmalloc": tcmalloc_active()})
-        log(f"best epoch {state['best_epoch']} ({state.get('best_weights', 'weights')}); model saved to {out}")
+        log(f"kept epoch {state['best_epoch']} ({state.get('best_weights', 'weights')}) in {out / TRAINED_DIR}")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not args.no_finalize:
         try:

@@ -30,9 +30,8 @@ from pathlib import Path
 from gradio_client import Client, handle_file
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from modeling import Predictor, read_image  # noqa: E402
+from modeling import Predictor, read_image
 
 IMAGES = sorted((ROOT / "examples").glob("*.jpeg")) + sorted((ROOT / "tests" / "data" / "kermany" / "test").glob("*/*"))[:12]
 

@@ -1,7 +1,7 @@
 """predict.py's images per second on an archive, against Predictor.analyse in one loop, in the same run.
 
     python -m benchmarks.predict_archive --archive ../shared/data/chest_xray/train [--model weights/pneumonia-resnet50]
-                                         [--output docs/predict_benchmark.json]
+                                         [--workers 0 1] [--output docs/predict_benchmark.json]
 
 The baseline reads each file and calls `Predictor.analyse` on it, one after the other, in one process;
 predict.py is run as a user runs it (its own process, decoding in worker processes, parts on disk, the merge),
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -54,18 +55,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, required=True)
     parser.add_argument("--model", default="weights/pneumonia-resnet50")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="predict.py --workers values to time")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "predict_benchmark.json")
     args = parser.parse_args()
     files = sorted(p for p in args.archive.rglob("*") if p.is_file() and not p.name.startswith("."))
     baseline = loop_baseline(args.model, files)
-    with tempfile.TemporaryDirectory() as scratch:
-        command = predict_command(args.model, args.archive, Path(scratch) / "worklist.csv", args.workers)
-    result = {"command": " ".join(["python -m benchmarks.predict_archive", "--archive", str(args.archive),
-                                   "--model", args.model, "--workers", str(args.workers)]),
+    runs = []
+    for workers in args.workers:
+        with tempfile.TemporaryDirectory() as scratch:
+            seconds = predict_command(args.model, args.archive, Path(scratch) / "worklist.csv", workers)
+        runs.append({"workers": workers, "seconds": seconds, "images_per_s": len(files) / seconds,
+                     "ratio": baseline / seconds})
+    result = {"command": shlex.join(["python", "-m", "benchmarks.predict_archive", *sys.argv[1:]]),
               "files": len(files), "analyse_loop_seconds": baseline, "analyse_loop_images_per_s": len(files) / baseline,
-              "predict_seconds": command, "predict_images_per_s": len(files) / command,
-              "ratio": baseline / command, "workers": args.workers}
+              "predict": runs}
     write_json_atomic(args.output, result)
     print(json.dumps(result, indent=2))
 

@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 TRAINING_VARIANTS = {
     "baseline": "fp32 eager, per-image PIL dataloader (1 worker)",
@@ -157,11 +156,10 @@ def measure_inference(variant: str, model_id: str, batch_size: int, repeats: int
     if variant == "app":  # config.json as it is (views, precision)
         predictor = deployed
     else:  # the network itself, one view per image
-        deployed.config.tta_views = []
         precision = {"baseline": "float32", "int8": "int8"}.get(variant, "bfloat16")
         calibration = deployed.forward.calibration if precision == "int8" else None
         predictor = Predictor(deployed.model, int8_calibration=calibration, device="cpu", precision=precision,
-                              compile=variant == "compile")
+                              views=[], compile=variant == "compile")
     pixels = predictor.tensor(read_image(EXAMPLE)).repeat(batch_size, 1, 1, 1)
     if variant == "baseline":
         predictor.model.to(memory_format=torch.contiguous_format)

@@ -11,9 +11,10 @@ from typing import Any, Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
 from .metrics import binary_metrics, operating_curve, threshold_for_sensitivity
+from .probability import log_loss, positive_probs
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -27,18 +28,12 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
-def calibrated_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(logits / T): the one place the temperature is applied (numpy; `Predictor` calls it too)."""
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
-
-
-def positive_probs(logits: np.ndarray, temperature: float, positive_index: int) -> np.ndarray:
-    return calibrated_probs(logits, temperature)[:, positive_index]
-
-
-def log_loss(positive: np.ndarray, probs: np.ndarray) -> float:
-    positive = np.asarray(positive, dtype=bool)
-    return float(-np.mean(np.log(np.where(positive, probs, 1 - probs).clip(1e-12))))
+def calibrated_log_loss(logits: np.ndarray, labels: np.ndarray, positive_index: int) -> tuple[float, float]:
+    """(log-loss after a temperature fitted on these very logits, that temperature): how well a network's
+    probabilities can be made to mean what they say, the criterion for comparing networks and views on validation."""
+    temperature = fit_temperature(logits, labels)
+    positive = np.asarray(labels) == positive_index
+    return log_loss(positive, positive_probs(logits, temperature, positive_index)), temperature
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:

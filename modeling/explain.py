@@ -12,8 +12,6 @@ import contextlib
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from PIL import Image
 
 from .model import PneumoniaClassifier
 
@@ -32,19 +30,3 @@ def grad_cam(model: PneumoniaClassifier, pixel_values: torch.Tensor, class_index
     cam = cam[0, 0].cpu()
     cam = (cam - cam.min()) / (cam.max() - cam.min()) if cam.max() > cam.min() else torch.zeros_like(cam)
     return cam.numpy(), logits.detach().float()[0].cpu(), features.detach().float().cpu()
-
-
-def preview(image: Image.Image, max_side: int = 640) -> Image.Image:
-    """An RGB copy for display, at most `max_side` pixels wide and high (a 3000 px X-ray is slow to send)."""
-    shown = image.convert("RGB")
-    shown.thumbnail((max_side, max_side))
-    return shown
-
-
-def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45, max_side: int = 640) -> Image.Image:
-    """The heatmap (jet colours) blended over the image, shown at most `max_side` pixels wide."""
-    base = preview(image, max_side)
-    heat = Image.fromarray(np.uint8(heatmap * 255)).resize(base.size, Image.BILINEAR)
-    coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
-    blended = (1 - alpha) * np.asarray(base, dtype=np.float32) / 255 + alpha * coloured
-    return Image.fromarray(np.uint8(np.clip(blended, 0, 1) * 255))

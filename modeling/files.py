@@ -8,11 +8,14 @@ never come from different commits. Every failure is a `ModelLoadError` with a on
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Iterator, Mapping, Union
 
 import numpy as np
 import torch
@@ -22,6 +25,9 @@ from safetensors.torch import save_file
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 SPLIT_NAME = "split.json"
+# a training run's folder: the network it keeps (train.py) and the deployable folder made from it (modeling.finalize)
+TRAINED_DIR = "trained"
+DEPLOYED_DIR = "model"
 # what a model repo holds that loading needs (the card, logs and plots are for people)
 MODEL_FILE_PATTERNS = [WEIGHTS_NAME, CONFIG_NAME, "*.safetensors", SPLIT_NAME]
 
@@ -36,6 +42,31 @@ def write_json_atomic(path: Union[str, Path], data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+@contextlib.contextmanager
+def folder_written_whole(path: Union[str, Path]) -> Iterator[Path]:
+    """A temporary sibling of `path` to fill; when the block ends without error, it replaces `path` by renames.
+
+    Readers of `path` see the previous complete folder, then (between two renames) none, then the new complete
+    one: never a half-written one. A writer that dies leaves only a hidden `.NAME.*.partial` or `.NAME.*.old`
+    sibling, which the next writer of the same folder removes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stray in [*path.parent.glob(f".{path.name}.*.partial"), *path.parent.glob(f".{path.name}.*.old")]:
+        shutil.rmtree(stray, ignore_errors=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = partial.with_suffix(".old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(partial, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_tensors(tensors: Mapping[str, Union[torch.Tensor, np.ndarray]], path: Union[str, Path],

@@ -5,8 +5,10 @@
                                 [--target-sensitivity 0.95] [--weights-dtype float32|bfloat16]
                                 [--ood-gate as-is|augmented]
 
-RUN_DIR is a training run's folder (model.safetensors, config.json, split.json). In the deployed
-precision and test-time views, on the training split that the run saved:
+RUN_DIR is a training run's folder: its network in RUN_DIR/trained/ (or RUN_DIR itself, when it is
+a model folder), split.json and the training log. The deployable folder (default RUN_DIR/model/) is
+built in a hidden sibling and renamed into place when complete. In the deployed precision and
+test-time views, on the training split that the run saved:
 1. the weights are written in --weights-dtype (bf16 halves every download), and everything below
    is fitted on exactly those weights; `--tta auto` then deploys the views (the image alone, or
    with the default views) whose validation log-loss after temperature scaling is lower, in float32;
@@ -17,8 +19,8 @@ precision and test-time views, on the training split that the run saved:
 4. the out-of-distribution detector fitted on train features, scaled on validation (`ood.safetensors`);
    `--ood-gate augmented` fits it on each training image as is and once under the training
    augmentation, and judges "not a chest X-ray" at the thumbnail too (a candidate that
-   `docs/ood_development.py` compares with the default; the README says why it is not the default).
-Each artifact records what it was fitted for, and config.json is written once, last. train.py
+   `scripts/ood_development.py` compares with the default; the README says why it is not the default).
+Each artifact records what it was fitted for, and config.json is written last. train.py
 runs this at its end with its own defaults.
 """
 from __future__ import annotations
@@ -28,11 +30,12 @@ from .runtime import use_tcmalloc
 if __name__ == "__main__":
     use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
 
-import argparse  # noqa: E402
+import argparse  # noqa: E402 - after the allocator is chosen
 import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +47,20 @@ from tqdm.auto import tqdm
 
 from .artifacts import deployment, file_metadata
 from .augment import BatchAugment, trained_recipe
-from .calibration import THRESHOLD_RULES, fit_temperature, log_loss, operating_point, positive_probs
+from .calibration import THRESHOLD_RULES, calibrated_log_loss, operating_point
 from .config import ModelConfig
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
-from .files import SPLIT_NAME, ModelLoadError
-from .inference import Predictor, default_device
-from .model import PneumoniaClassifier
+from .evaluation import predict_split
+from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, TRAINED_DIR, WEIGHTS_NAME, ModelLoadError,
+                    folder_written_whole)
+from .inference import Predictor, default_device, deployment_device
+from .model import PneumoniaClassifier, load_weights
 from .ood import NOT_AN_XRAY_FACTOR, OOD_FILE, fit_detector
 from .preprocessing import normalize
 from .quantize import CALIBRATION_NAME, calibrate, save_calibration
 from .views import DEFAULT_TTA_VIEWS, normalized_views
 
-RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # copied along when --output-dir is elsewhere
+RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # the run's record, copied into the model folder
 WEIGHTS_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 VIEW_CHOICES = {"default": list(DEFAULT_TTA_VIEWS), "none": []}
 OOD_GATES = {"as-is": "the training X-rays as they are; 'not a chest X-ray' judged at the network's mid-level stages",
@@ -63,8 +68,9 @@ OOD_GATES = {"as-is": "the training X-rays as they are; 'not a chest X-ray' judg
                           "X-ray' judged at the network's mid-level stages and the thumbnail"}
 
 
-def default_precision() -> str:
-    """int8 where finalizing runs on a CPU (its int8 kernels are the CPU's), bf16 on a GPU."""
+def deployment_precision() -> str:
+    """What to deploy when not told: int8 where finalizing runs on a CPU (its int8 kernels are the CPU's), bf16 on
+    a GPU."""
     return "int8" if default_device().type == "cpu" else "bfloat16"
 
 
@@ -96,25 +102,24 @@ def _decoded_training_side(config: ModelConfig, data: str, split_file: Path, ima
     return decode_once(train, config, label_mapping(label_names(train), config.label_names))
 
 
-def _int8_calibration(network: PneumoniaClassifier, data: str, split_file: Path, images: int,
-                      batch_size: int = 32) -> tuple[dict[str, torch.Tensor], int]:
-    """Activation ranges on `images` training-side images of the saved split, each with the test-time views."""
+def _int8_calibration(network: PneumoniaClassifier, views: list[dict[str, float]], data: str, split_file: Path,
+                      images: int, batch_size: int = 32) -> tuple[dict[str, torch.Tensor], int]:
+    """Activation ranges on `images` training-side images of the saved split, each with the test-time `views`."""
     config = network.config
     decoded = _decoded_training_side(config, data, split_file, images)
     loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=min(batch_size, len(decoded)),
                         collate_fn=first, drop_last=True)
-    batches = (normalized_views(normalize(batch["pixel_values"], config), config.tta_views, config)
-               for batch in loader)
+    batches = (normalized_views(normalize(batch["pixel_values"], config), views, config) for batch in loader)
     return calibrate(network.cpu().eval(), batches), len(loader) * loader.batch_size
 
 
 def ood_train_features(predictor: Predictor, data: str, split_file: Path, augmented: bool, recipe: str,
                        seed: int = 0, batch_size: int = 32) -> np.ndarray:
     """OOD features of the training side of the saved split: every image as is, then (`augmented`) every image once
-    under the run's training augmentation (`BatchAugment` with its `recipe`, epoch 0 of `seed`). The features are those of the image alone;
-    the views do not enter."""
+    under the run's training augmentation (`BatchAugment` with its `recipe`, epoch 0 of `seed`). The features are
+    those of the image alone; the views do not enter."""
     if not augmented:
-        return predictor.predict_saved_split(data, split_file, "train", with_features=True, views=False)[3]
+        return predict_split(predictor, data, split_file, "train", with_features=True, views=False)[3]
     config = predictor.config
     decoded = _decoded_training_side(config, data, split_file)
     loader = DataLoader(DecodedImages(decoded, config.image_size), batch_size=batch_size, collate_fn=first)
@@ -132,110 +137,114 @@ def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> t
     """`--tta auto`: the entry of VIEW_CHOICES with the lower validation log-loss after a temperature fitted on the
     same logits, predicted in float32 (int8 would need an activation calibration per candidate). Returns
     (the choice, each candidate's calibrated log-loss)."""
-    config, scores = network.config, {}
+    scores = {}
     for name, views in VIEW_CHOICES.items():
-        config.tta_views = list(views)
-        labels, logits, _ = Predictor(network, precision="float32").predict_saved_split(data, split_file, "validation")
-        positive = labels == config.positive_index
-        probs = positive_probs(logits, fit_temperature(logits, labels), config.positive_index)
-        scores[name] = log_loss(positive, probs)
+        predictor = Predictor(network, precision="float32", views=views)
+        labels, logits, _ = predict_split(predictor, data, split_file, "validation")
+        scores[name] = calibrated_log_loss(logits, labels, network.config.positive_index)[0]
     return min(scores, key=scores.get), scores
+
+
+def source_network_folder(run_dir: Path) -> Path:
+    """Where a run keeps its trained network: `RUN_DIR/trained/` (train.py), or RUN_DIR itself when it is a model
+    folder (an earlier deployable folder, refinalized for other settings)."""
+    trained = Path(run_dir) / TRAINED_DIR
+    return trained if (trained / CONFIG_NAME).exists() else Path(run_dir)
 
 
 def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,
              tta: str = "default", threshold_rule: str = "sensitivity", target_sensitivity: float = 0.95,
              weights_dtype: str = "float32", ood_quantile: float = 0.995, ood_gate: str = "as-is",
              int8_images: int = 256, command: str | None = None, log=print) -> dict[str, Any]:
-    """Make `output_dir` (default: `run_dir` itself) a deployable model folder; returns config.json's
-    `validation` record. `command`: the command line to record as how the folder was made."""
-    run_dir, out = Path(run_dir), Path(output_dir or run_dir)
-    precision = precision or default_precision()
+    """Write the deployable model folder `output_dir` (default: RUN_DIR/model) from the run's trained network;
+    returns config.json's `validation` record. The folder is built in a hidden sibling and renamed into place, so
+    that a finalize stopped at any moment leaves the previous complete folder, or none. `command`: the command line
+    to record as how the folder was made."""
+    run_dir = Path(run_dir)
+    out = Path(output_dir) if output_dir else run_dir / DEPLOYED_DIR
+    precision = precision or deployment_precision()
     started = time.time()
-    network = PneumoniaClassifier.from_pretrained(run_dir)
-    config = network.config
-    out.mkdir(parents=True, exist_ok=True)
-    if out.resolve() != run_dir.resolve():
+    trained = PneumoniaClassifier.from_pretrained(source_network_folder(run_dir))
+    if not (run_dir / SPLIT_NAME).exists():
+        raise ModelLoadError(f"{run_dir} has no {SPLIT_NAME}: finalize fits on the split its training run saved.")
+    with folder_written_whole(out) as folder:
         for name in RUN_FILES:
             if (run_dir / name).exists():
-                shutil.copy2(run_dir / name, out / name)
-    if not (out / SPLIT_NAME).exists():
-        raise ModelLoadError(f"{run_dir} has no {SPLIT_NAME}: finalize fits on the split its training run saved.")
+                shutil.copy2(run_dir / name, folder / name)
+        split_file = folder / SPLIT_NAME
 
-    # 1. the weights as they will be deployed (config.json comes last, so that a half-finished folder is refused)
-    config.precision = "float32"  # until the int8 calibration exists; the final value is written at the end
-    config.tta_views = list(VIEW_CHOICES.get(tta, []))
-    config.ood, config.quantization, config.validation = {}, {}, {}
-    network.save_model_files(out, weights_dtype=WEIGHTS_DTYPES[weights_dtype])
-    network = PneumoniaClassifier.from_pretrained(out)  # exactly the stored (possibly rounded) weights, and views
-    config = network.config
-    views_choice = None
-    if tta == "auto":
-        tta, scores = choose_views(network, data, out / SPLIT_NAME)
-        config.tta_views = list(VIEW_CHOICES[tta])
-        views_choice = {"rule": "auto: the lower validation log-loss after temperature scaling, in float32",
-                        "calibrated_log_loss": scores, "chosen": tta}
-        log("views: " + ", ".join(f"{name} {loss:.4f}" for name, loss in scores.items()) + f" -> {tta}")
-    config.precision = precision
-    fitted_for = deployment(config, out)
-    split_file = out / SPLIT_NAME
+        # 1. the weights as they will be deployed; everything below is fitted on exactly these (possibly rounded)
+        trained.save_weights(folder, weights_dtype=WEIGHTS_DTYPES[weights_dtype])
+        network = PneumoniaClassifier(trained.config)
+        load_weights(network.backbone, folder / WEIGHTS_NAME)
+        network.eval()
+        views, views_choice = list(VIEW_CHOICES.get(tta, [])), None
+        if tta == "auto":
+            tta, scores = choose_views(network, data, split_file)
+            views = list(VIEW_CHOICES[tta])
+            views_choice = {"rule": "auto: the lower validation log-loss after temperature scaling, in float32",
+                            "calibrated_log_loss": scores, "chosen": tta}
+            log("views: " + ", ".join(f"{name} {loss:.4f}" for name, loss in scores.items()) + f" -> {tta}")
+        fitted_for = deployment(replace(network.config, precision=precision, tta_views=views), folder)
 
-    # 2. int8: activation ranges
-    calibration = None
-    if precision == "int8":
-        calibration, count = _int8_calibration(network, data, split_file, int8_images)
-        save_calibration(calibration, out / CALIBRATION_NAME, file_metadata(fitted_for))
-        config.quantization = {"file": CALIBRATION_NAME, "calibration_images": count,
-                               "method": "static PTQ, torchao PT2E X86InductorQuantizer (default config)",
-                               "source": "training side of split.json, with the test-time views",
-                               "fitted_for": fitted_for}
-        log(f"int8 calibration on {count} training images ({1 + len(config.tta_views)} view(s) each)")
-    else:
-        (out / CALIBRATION_NAME).unlink(missing_ok=True)  # a stale one from an earlier int8 finalize
+        # 2. int8: activation ranges
+        calibration, quantization = None, {}
+        if precision == "int8":
+            calibration, count = _int8_calibration(network, views, data, split_file, int8_images)
+            save_calibration(calibration, folder / CALIBRATION_NAME, file_metadata(fitted_for))
+            quantization = {"file": CALIBRATION_NAME, "calibration_images": count,
+                            "method": "static PTQ, torchao PT2E X86InductorQuantizer (default config)",
+                            "source": "training side of split.json, with the test-time views", "fitted_for": fitted_for}
+            log(f"int8 calibration on {count} training images ({1 + len(views)} view(s) each)")
 
-    # 3. and 4. predictions in the deployed precision and views: int8 runs on the CPU, the rest where it is fastest
-    predictor = Predictor(network, int8_calibration=calibration, device="cpu" if precision == "int8" else None)
-    labels, logits, _, val_features = predictor.predict_saved_split(data, split_file, "validation", with_features=True)
-    point = operating_point(logits, labels, config.positive_index, threshold_rule, target_sensitivity)
-    config.temperature, config.threshold = point.pop("temperature"), point.pop("threshold")
-    config.validation = {**point, "temperature": config.temperature, "fitted_for": fitted_for,
-                         **({"views_choice": views_choice} if views_choice else {}),
-                         "finalized_by": command or f"modeling.finalize.finalize({str(run_dir)!r}, {data!r}, ...)"}
-    log(f"{1 + len(config.tta_views)} view(s), {precision}: temperature {config.temperature:.4f} (validation ECE "
-        f"{point['ece_before']:.4f} -> {point['ece_after']:.4f}); threshold {config.threshold:.4f} ({threshold_rule}): "
-        f"validation sensitivity {point['sensitivity']:.4f}, specificity {point['specificity']:.4f} on {point['n']}")
-    for name, rule in point["threshold_rules"].items():
-        log(f"  rule {name:<12} threshold {rule['threshold']:.4f} (bootstrap 5-95%: {rule['bootstrap_p05']:.4f}-"
-            f"{rule['bootstrap_p95']:.4f}), sensitivity {rule['sensitivity']:.4f}, specificity {rule['specificity']:.4f}")
+        # 3. temperature and threshold, in the deployed precision and views
+        predictor = Predictor(network, int8_calibration=calibration, device=deployment_device(precision),
+                              precision=precision, views=views)
+        labels, logits, _, val_features = predict_split(predictor, data, split_file, "validation", with_features=True)
+        point = operating_point(logits, labels, network.config.positive_index, threshold_rule, target_sensitivity)
+        temperature, threshold = point.pop("temperature"), point.pop("threshold")
+        validation = {**point, "fitted_for": fitted_for, **({"views_choice": views_choice} if views_choice else {}),
+                      "finalized_by": command or f"modeling.finalize.finalize({str(run_dir)!r}, {data!r}, ...)"}
+        log(f"{1 + len(views)} view(s), {precision}: temperature {temperature:.4f} (validation ECE "
+            f"{point['ece_before']:.4f} -> {point['ece_after']:.4f}); threshold {threshold:.4f} ({threshold_rule}): "
+            f"validation sensitivity {point['sensitivity']:.4f}, specificity {point['specificity']:.4f} on {point['n']}")
+        for name, rule in point["threshold_rules"].items():
+            log(f"  rule {name:<12} threshold {rule['threshold']:.4f} (bootstrap 5-95%: {rule['bootstrap_p05']:.4f}-"
+                f"{rule['bootstrap_p95']:.4f}), sensitivity {rule['sensitivity']:.4f}, specificity {rule['specificity']:.4f}")
 
-    augmented = ood_gate == "augmented"
-    log_file = run_dir / "training_log.json"
-    recipe = trained_recipe(json.loads(log_file.read_text()) if log_file.exists() else {})
-    train_features = ood_train_features(predictor, data, split_file, augmented, recipe)
-    detector, threshold = fit_detector(train_features, val_features, ood_quantile, sizes=predictor.feature_sizes())
-    detector.save(out / OOD_FILE, file_metadata(fitted_for))
-    stages = predictor.feature_stages()
-    not_xray = network.feature_stages()[:-1] + ([stages[-1]] if augmented else [])  # [-1]: the thumbnail
-    not_xray_stages = [i for i, name in enumerate(stages) if name in not_xray]
-    images = len(train_features) // (2 if augmented else 1)
-    config.ood = {"file": OOD_FILE, "quantile": ood_quantile, "components": detector.stages[0].components.shape[0],
-                  "stages": stages, "fitted_on": f"the {images} training X-rays of {SPLIT_NAME}, "
-                  + ("each as is and once under the training augmentation (seed 0)" if augmented else "as they are"),
-                  "threshold": threshold, "not_xray_stages": not_xray_stages,
-                  "not_xray_threshold": NOT_AN_XRAY_FACTOR * threshold, "fitted_for": fitted_for}
-    log(f"out-of-distribution detector on {images} training X-rays{', as is and augmented' if augmented else ''}: "
-        f"unlike them beyond {threshold:.3f} (validation quantile {ood_quantile}) at any stage, no chest X-ray beyond "
-        f"{NOT_AN_XRAY_FACTOR * threshold:.3f} at {', '.join(stages[i] for i in not_xray_stages)}")
+        # 4. the out-of-distribution detector
+        augmented = ood_gate == "augmented"
+        log_file = run_dir / "training_log.json"
+        recipe = trained_recipe(json.loads(log_file.read_text()) if log_file.exists() else {})
+        train_features = ood_train_features(predictor, data, split_file, augmented, recipe)
+        detector, ood_threshold = fit_detector(train_features, val_features, ood_quantile,
+                                               sizes=predictor.feature_sizes())
+        detector.save(folder / OOD_FILE, file_metadata(fitted_for))
+        stages = predictor.feature_stages()
+        not_xray = network.feature_stages()[:-1] + ([stages[-1]] if augmented else [])  # [-1]: the thumbnail
+        not_xray_stages = [i for i, name in enumerate(stages) if name in not_xray]
+        images = len(train_features) // (2 if augmented else 1)
+        ood = {"file": OOD_FILE, "quantile": ood_quantile, "components": detector.stages[0].components.shape[0],
+               "stages": stages, "fitted_on": f"the {images} training X-rays of {SPLIT_NAME}, "
+               + ("each as is and once under the training augmentation (seed 0)" if augmented else "as they are"),
+               "threshold": ood_threshold, "not_xray_stages": not_xray_stages,
+               "not_xray_threshold": NOT_AN_XRAY_FACTOR * ood_threshold, "fitted_for": fitted_for}
+        log(f"out-of-distribution detector on {images} training X-rays{', as is and augmented' if augmented else ''}: "
+            f"unlike them beyond {ood_threshold:.3f} (validation quantile {ood_quantile}) at any stage, no chest X-ray "
+            f"beyond {NOT_AN_XRAY_FACTOR * ood_threshold:.3f} at {', '.join(stages[i] for i in not_xray_stages)}")
 
-    config.save(out / "config.json")
+        # config.json, the folder's one description of how it is deployed, last
+        replace(network.config, precision=precision, tta_views=views, temperature=temperature, threshold=threshold,
+                ood=ood, quantization=quantization, validation=validation).save(folder / CONFIG_NAME)
     log(f"finalized {out} in {time.time() - started:.0f} s")
-    return config.validation
+    return validation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", required=True, help="the imagefolder or Hub dataset id the run was trained on")
-    parser.add_argument("--output-dir", type=Path, help="where to write the deployable folder (default: RUN_DIR)")
+    parser.add_argument("--output-dir", type=Path, help=f"where to write the deployable folder (default: RUN_DIR/{DEPLOYED_DIR})")
     add_arguments(parser)
     return parser.parse_args(argv)
 

@@ -25,8 +25,7 @@ from .calibration import THRESHOLD_RULES
 from .config import ModelConfig
 from .metrics import RATES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CARD_TEMPLATE = REPO_ROOT / "model_card.md"
+CARD_TEMPLATE = Path("model_card.md")  # the project's template, as the commands below are run from its root
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
 MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "int8-calibration.safetensors", "README.md",
                "training_log.json", "data_report.json", "split.json", "validation_thresholds.png",
@@ -47,8 +46,10 @@ def _read_json(path: Path, hint: str) -> dict[str, Any]:
         raise HubError(f"{path} is missing: {hint}") from None
 
 
-def build_card(model_dir: Path, repo_id: str) -> ModelCard:
+def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) -> ModelCard:
     """The filled model card, with Hub metadata and model-index results from eval/metrics.json."""
+    if not Path(template).is_file():
+        raise HubError(f"No card template at {template}: run from the project's root, or pass --card-template.")
     config = ModelConfig.load(model_dir / "config.json")
     log = _read_json(model_dir / "training_log.json", "it is written by train.py")
     report = _read_json(model_dir / "data_report.json", "it is written by train.py")
@@ -72,7 +73,7 @@ def build_card(model_dir: Path, repo_id: str) -> ModelCard:
     )
     data_arg = metrics.get("data", "../shared/data/chest_xray")
     return ModelCard.from_template(
-        card_data, template_path=str(CARD_TEMPLATE), model_name=model_name, repo_id=repo_id,
+        card_data, template_path=str(template), model_name=model_name, repo_id=repo_id,
         architecture=config.architecture, pretrained=pretrained, base_model=base_model,
         threshold=config.threshold, target_sensitivity=config.validation.get("target_sensitivity", float("nan")),
         threshold_rule=config.validation.get("threshold_rule", "sensitivity"),
@@ -139,9 +140,9 @@ def _command(script: str, args: dict[str, Any], keys: list[str]) -> str:
     return " ".join(parts)
 
 
-def write_card(model_dir: Path, repo_id: str) -> Path:
+def write_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) -> Path:
     path = model_dir / "README.md"
-    build_card(model_dir, repo_id).save(path)
+    build_card(model_dir, repo_id, template).save(path)
     return path
 
 
@@ -190,18 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (card, push):
         sub.add_argument("model_dir", type=Path)
         sub.add_argument("--repo-id", required=True)
+        sub.add_argument("--card-template", type=Path, default=CARD_TEMPLATE,
+                         help="the card to fill (default: the project's model_card.md)")
     push.add_argument("--private", action="store_true")
     push.add_argument("--dry-run", action="store_true", help="list the files and print the card, upload nothing")
     space = commands.add_parser("push-space", help="upload the Gradio demo as a Space")
     space.add_argument("--repo-id", required=True)
     space.add_argument("--model-repo", required=True, help="the model repo the Space loads")
+    space.add_argument("--project-dir", type=Path, default=Path("."), help="the project to upload (default: here)")
     space.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     try:
         if args.command == "card":
-            print(f"wrote {write_card(args.model_dir, args.repo_id)}")
+            print(f"wrote {write_card(args.model_dir, args.repo_id, args.card_template)}")
         elif args.command == "push":
-            card_text = str(build_card(args.model_dir, args.repo_id))
+            card_text = str(build_card(args.model_dir, args.repo_id, args.card_template))
             (args.model_dir / "README.md").write_text(card_text)
             operations = model_operations(args.model_dir)
             if args.dry_run:
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(_commit(args.repo_id, "model", operations, "Upload pneumonia classifier", args.private))
         elif args.command == "push-space":
-            operations = space_operations(REPO_ROOT, args.model_repo)
+            operations = space_operations(args.project_dir, args.model_repo)
             if args.dry_run:
                 print(f"would upload to Space {args.repo_id} (variable PNEUMONIA_MODEL={args.model_repo}):")
                 print("\n".join(f"  {op.path_in_repo}" for op in operations))

@@ -28,8 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .artifacts import REFIT, check_fitted_for, deployment, file_record
-from .calibration import calibrated_probs
-from .data import attach_transform, label_mapping, label_names, load_data, saved_split
+from .probability import calibrated_probs
 from .explain import grad_cam
 from .files import ModelLoadError, resolve_model_folder
 from .model import PneumoniaClassifier
@@ -50,6 +49,12 @@ def thumbnail_features(pixels: torch.Tensor) -> torch.Tensor:
 def default_device() -> torch.device:
     """A GPU (or other accelerator) when one is present, otherwise the CPU."""
     return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+
+
+def deployment_device(precision: str) -> torch.device:
+    """Where a model deployed at `precision` runs: int8 kernels are the CPU's, the rest runs fastest on an
+    accelerator when there is one."""
+    return torch.device("cpu") if precision == "int8" else default_device()
 
 
 def runtime_precision(precision: str, device: torch.device) -> str:
@@ -225,12 +230,3 @@ class Predictor:
                 store.append(value.cpu())
         result = (torch.cat(labels).numpy(), torch.cat(logits).numpy(), float(torch.cat(losses).mean()))
         return result + (torch.cat(features).numpy(),) if with_features else result
-
-    def predict_saved_split(self, data: str, split_file: Path, side: str, with_features: bool = False,
-                            views: bool = True, batch_size: int = 32) -> tuple[np.ndarray, ...]:
-        """`predict_loader` over one side ("train" or "validation") of the split a training run saved."""
-        subset = saved_split(load_data(data), split_file, side)
-        to_model = label_mapping(label_names(subset), self.config.label_names)
-        loader = DataLoader(attach_transform(subset, self.transform, to_model), batch_size=batch_size)
-        return self.predict_loader(loader, desc=side, with_features=with_features, views=views)
-

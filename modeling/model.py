@@ -85,15 +85,20 @@ class PneumoniaClassifier(
         logits, features, _ = self.forward_with_feature_map(pixel_values)
         return logits, features
 
-    def save_model_files(self, directory: Union[str, Path], weights_dtype: Optional[torch.dtype] = None) -> None:
-        """Weights and config.json (`save_pretrained` also writes a generic card). `weights_dtype=torch.bfloat16`
-        halves the download; loading casts back to the network's float32."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def save_weights(self, directory: Union[str, Path], weights_dtype: Optional[torch.dtype] = None) -> None:
+        """model.safetensors alone. `weights_dtype=torch.bfloat16` halves the download; loading casts back to the
+        network's float32."""
         state = self.backbone.state_dict()
         if weights_dtype is not None:
             state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
-        save_tensors(state, directory / WEIGHTS_NAME)
+        save_tensors(state, Path(directory) / WEIGHTS_NAME)
+
+    def save_model_files(self, directory: Union[str, Path], weights_dtype: Optional[torch.dtype] = None) -> None:
+        """Weights and config.json into `directory`, a folder its caller writes whole (`files.folder_written_whole`);
+        `save_pretrained` also writes a generic card."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_weights(directory, weights_dtype)
         self.config.save(directory / CONFIG_NAME)
 
     def _save_pretrained(self, save_directory: Path) -> None:

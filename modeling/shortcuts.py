@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .data import label_mapping, label_names, load_data, saved_split
-from .explain import overlay
+from .display import overlay
 from .config import ModelConfig
 from .files import SPLIT_NAME, resolve_model_folder, write_json_atomic
 from .inference import Predictor

@@ -7,8 +7,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, sys.argv[2])
-from modeling.data import BalancedSampler  # noqa: E402
+from modeling.data import BalancedSampler
 
 accelerator = Accelerator(cpu=True)
 labels = [0] * 30 + [1] * 90

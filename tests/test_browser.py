@@ -6,8 +6,7 @@ from playwright.sync_api import expect, sync_playwright
 import app
 from modeling import Predictor
 
-from conftest import REPO
-from benchmarks.load_test import free_port
+from tests.helpers import REPO, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

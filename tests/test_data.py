@@ -12,7 +12,7 @@ from modeling.data import (BalancedSampler, DecodedImages, decode_once, drop_unr
                            image_name, load_data, patient_id, saved_split)
 from modeling.preprocessing import load_rgb, resize_transform
 
-from conftest import FULL_KERMANY, KERMANY, copy_subset, needs_full_data
+from tests.helpers import FULL_KERMANY, KERMANY, copy_subset, needs_full_data
 
 
 @pytest.mark.parametrize("name, patient", [

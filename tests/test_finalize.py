@@ -3,6 +3,9 @@ app with identical probabilities; artifacts fitted for other settings are refuse
 import csv
 import json
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +13,6 @@ from gradio_client import Client, handle_file
 from safetensors import safe_open
 
 import app
-from benchmarks.load_test import free_port
 from modeling import ModelLoadError, Predictor, load_rgb
 from modeling.files import WEIGHTS_NAME
 from modeling.augment import trained_recipe
@@ -18,7 +20,7 @@ from modeling.finalize import ood_train_features
 from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
 
-from conftest import run_script
+from tests.helpers import REPO, free_port, run_script
 
 PRECISIONS = ["float32", "bfloat16", "int8"]
 
@@ -133,7 +135,7 @@ def test_evaluate_on_validation_without_a_split_file_is_one_sentence(finalized, 
 def test_threshold_figure_shows_the_validation_images_that_decide_the_rules(finalized, small_data, tmp_path):
     _, folder = finalized
     picture = tmp_path / "thresholds.png"
-    run_script("docs/threshold_images.py", str(folder), "--data", str(small_data), "--per-row", "3",
+    run_script("-m", "scripts.threshold_images", str(folder), "--data", str(small_data), "--per-row", "3",
                "--output", str(picture))
     listing = json.loads(picture.with_suffix(".json").read_text())
     split = json.loads((folder / "split.json").read_text())
@@ -208,3 +210,39 @@ def test_ood_features_of_augmented_training_xrays_follow_the_as_is_ones(tiny_mod
                                                    recipe=recipe), 2)
     np.testing.assert_allclose(as_is, direct, rtol=1e-4, atol=1e-4)
     assert np.abs(augmented - as_is).mean() > 0.01
+
+
+@pytest.mark.slow
+def test_finalize_killed_at_any_moment_leaves_the_previous_folder_or_none(tiny_run_dir, small_data, tmp_path):
+    """SIGKILL while the new folder is being written, at each of its stages: the destination is the previous complete
+    folder (or, once the renames begin, none, then the new complete one), and the half-made folder never loads."""
+    out = tmp_path / "deployed"
+    command = ["-m", "modeling.finalize", str(tiny_run_dir), "--data", str(small_data), "--output-dir", str(out),
+               "--precision", "float32", "--tta", "none"]
+    run_script(*command)
+    previous = {path.name: path.read_bytes() for path in out.iterdir()}
+    complete = set(previous)
+    killed_while_partial = 0
+    for files_written in (0, 3, 4, 5):  # empty; the run's files copied; + the weights; + the detector
+        process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        partial = None
+        while process.poll() is None:
+            partial = next(tmp_path.glob(".deployed.*.partial"), None)
+            if partial is not None and len([p for p in partial.iterdir() if not p.name.endswith(".tmp")]) >= files_written:
+                break
+            time.sleep(0.005)
+        process.kill()
+        process.wait()
+        if partial is not None and partial.exists():
+            killed_while_partial += 1
+            assert not (partial / "config.json").exists()  # written last: a half-made folder is no model folder
+            with pytest.raises(ModelLoadError):
+                Predictor.from_pretrained(partial)
+        assert out.is_dir()  # a kill before the renames leaves the previous folder in place
+        assert {path.name for path in out.iterdir()} == complete
+        Predictor.from_pretrained(out)
+    assert killed_while_partial >= 3
+    run_script(*command)  # the next writer clears what the killed ones left
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["deployed"]
+    Predictor.from_pretrained(out)

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
 from modeling.hub import build_card, model_operations, space_operations
 
-from conftest import KERMANY, REPO, run_script
-from hub_cache import add_to_hub_cache
+from tests.helpers import KERMANY, REPO, run_script
+from tests.hub_cache import add_to_hub_cache
 
 REPO_ID = "pneumonia-xray/tiny-test"
 
@@ -79,8 +80,8 @@ def test_predictor_loads_a_hub_revision_with_its_side_files_from_the_offline_cac
 
 def test_timm_hf_hub_loader_gives_the_same_logits(hub_cache):
     images = [str(sorted((KERMANY / "test" / label).iterdir())[0]) for label in ("NORMAL", "PNEUMONIA")]
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "timm_vs_ours.py"), REPO_ID, ",".join(images),
-                             str(REPO)], env=_offline_env(hub_cache), capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "timm_vs_ours.py"), REPO_ID, ",".join(images)],
+                            env=_offline_env(hub_cache), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["timm_num_classes"] == 2 and out["timm_label_names"] == ["NORMAL", "PNEUMONIA"]
@@ -99,7 +100,7 @@ def test_uncached_hub_id_offline_is_one_clear_sentence(hub_cache):
 
 
 def test_card_metadata_is_valid_and_matches_metrics(evaluated_model):
-    card = ModelCard(str(build_card(evaluated_model, REPO_ID)))  # parses the YAML front matter like the Hub
+    card = ModelCard(str(build_card(evaluated_model, REPO_ID, REPO / "model_card.md")))  # parses the YAML front matter like the Hub
     metrics = json.loads((evaluated_model / "eval" / "metrics.json").read_text())
     data = card.data.to_dict()
     assert data["license"] == "cc-by-4.0" and data["library_name"] == "timm"
@@ -155,6 +156,15 @@ def test_space_files_and_front_matter():
     assert not any(path.startswith(("weights/", "tests/")) for path in operations)
     assert b"  - someone/other-model\n" in operations["README.md"].path_or_fileobj
 
+
+
+def test_the_space_installs_the_pins_of_the_library_and_its_demo():
+    """requirements.txt (what a Space installs) is pyproject.toml's dependencies plus its demo extra, pin for pin."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    space = sorted(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    pinned = [spec.split("#")[0].strip() for spec in project["dependencies"] + project["optional-dependencies"]["demo"]]
+    assert space == sorted(pinned) and all("==" in spec for spec in space)
 
 # --- strict loading: every bad checkpoint is refused with a message naming the problem
 

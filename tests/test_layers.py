@@ -1,18 +1,20 @@
 """modeling/ imports only point down: no module imports, directly or through others, one that imports it back
 (imports inside functions count)."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import REPO
+from tests.helpers import REPO
 
 PACKAGE = REPO / "modeling"
 # the layers, bottom first; a module may import its own layer's modules or lower ones, never higher
 LAYERS = [
-    {"runtime", "files", "config", "metrics", "preprocessing", "geometry"},
+    {"runtime", "files", "config", "metrics", "probability", "preprocessing", "geometry", "display"},
     {"views", "augment", "data", "calibration", "ood", "artifacts", "checkpointing", "robustness", "plots",
      "non_xray", "lungs", "worklist"},
     {"model"},
-    {"quantize", "explain", "inference"},
+    {"quantize", "explain", "inference", "evaluation"},
     {"finalize", "hub", "shortcuts"},
 ]
 
@@ -58,3 +60,11 @@ def test_no_module_imports_itself_back():
         return False
 
     assert [module for module in edges if reaches(module, module, {module})] == []
+
+
+def test_the_inference_path_imports_no_training_or_plotting_library():
+    """What the demo and `Predictor.from_pretrained` need loads neither datasets, scikit-learn nor matplotlib."""
+    code = ("import sys, modeling.inference\n"
+            "print(sorted(m for m in ('datasets', 'sklearn', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from modeling.non_xray import assemble
 from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, fit_detector, ood_verdicts
 from modeling.robustness import PERTURBATIONS
 
-from conftest import REPO, run_script
+from tests.helpers import REPO, free_port, run_script
 
 
 def test_feature_density_scores_far_points_higher():
@@ -91,7 +91,6 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
     from gradio_client import Client, handle_file
 
     import app
-    from benchmarks.load_test import free_port
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(noise)
     predictor = Predictor.from_pretrained(tiny_model_dir)
@@ -115,9 +114,7 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
 
 
 def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_dir, small_data, tmp_path):
-    import sys
-    sys.path.insert(0, str(REPO / "docs"))
-    from ood_development import gradio_photos
+    from scripts.ood_development import gradio_photos
     from modeling.non_xray import _package_images
 
     def thumb(image):
@@ -133,7 +130,7 @@ def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_
     run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                str(augmented), "--precision", "float32", "--ood-gate", "augmented")
     picture = tmp_path / "dev.png"
-    result = run_script("docs/ood_development.py", "--model", f"as is={tiny_model_dir}", "--model",
+    result = run_script("-m", "scripts.ood_development", "--model", f"as is={tiny_model_dir}", "--model",
                         f"augmented={augmented}", "--data", str(small_data), "--output", str(picture))
     assert result.stdout.strip().endswith(f"wrote {picture} and dev.json")
     report = json.loads(picture.with_suffix(".json").read_text())

@@ -15,7 +15,7 @@ from modeling import Predictor, load_rgb
 from modeling.ood import NOT_AN_XRAY
 from modeling.worklist import UNREADABLE
 
-from conftest import FORMATS, KERMANY, REPO, run_script
+from tests.helpers import FORMATS, KERMANY, REPO, run_script
 
 GROUP = {"chest_xray": 0, "unlike_training_xrays": 1, NOT_AN_XRAY: 2, UNREADABLE: 3}
 

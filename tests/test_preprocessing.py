@@ -11,7 +11,7 @@ from modeling.geometry import view_matrix, warp
 from modeling.views import DEFAULT_TTA_VIEWS, normalized_views
 from modeling.preprocessing import ImageLoadError, eval_transform, load_rgb, normalize, read_image, resize_transform, to_rgb
 
-from conftest import FORMATS, KERMANY
+from tests.helpers import FORMATS, KERMANY
 
 CONFIG = ModelConfig(image_size=64)
 

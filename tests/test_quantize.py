@@ -8,9 +8,10 @@ import torch
 
 from modeling import ModelLoadError, Predictor, load_rgb
 from modeling.config import ConfigError, ModelConfig
+from modeling.evaluation import predict_split
 from modeling.quantize import CALIBRATION_NAME, Int8CalibrationError, Int8Forward
 
-from conftest import run_script
+from tests.helpers import run_script
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,7 @@ def test_one_process_predicts_a_saved_split_in_every_precision(int8_model_dir, s
     logits = {}
     for precision in ("float32", "bfloat16", "int8"):
         runner = predictor if precision == "int8" else Predictor(predictor.model, precision=precision)
-        _, logits[precision], _ = runner.predict_saved_split(str(small_data), int8_model_dir / "split.json",
-                                                             "validation")
+        _, logits[precision], _ = predict_split(runner, str(small_data), int8_model_dir / "split.json", "validation")
     scale = np.abs(logits["float32"]).max() + 1
     assert not np.array_equal(logits["bfloat16"], logits["float32"])  # bf16 really ran
     assert not np.array_equal(logits["int8"], logits["bfloat16"])  # and so did int8

@@ -10,7 +10,7 @@ from modeling.lungs import FALLBACK_BOX, lung_fields
 from modeling.preprocessing import load_rgb
 from modeling.shortcuts import cropped_to_thorax, fields_of, gradcam_share_in_lungs, outside_thorax_black
 
-from conftest import KERMANY, run_script
+from tests.helpers import KERMANY, run_script
 
 NORMAL = sorted((KERMANY / "train" / "NORMAL").iterdir())
 PNEUMONIA = sorted((KERMANY / "train" / "PNEUMONIA").iterdir())

@@ -16,13 +16,15 @@ from modeling import PneumoniaClassifier, Predictor
 from modeling.checkpointing import latest_checkpoint
 from modeling.data import patient_id
 
-from conftest import REPO, TINY_TRAIN_ARGS, run_script
+from tests.helpers import REPO, TINY_TRAIN_ARGS, run_script
 
 METRIC_KEYS = {"n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
                "confusion_matrix", "ci95", "at_0.5"}
 
 
-def test_training_writes_a_finalized_model_folder(tiny_model_dir):
+def test_training_writes_a_finalized_model_folder(tiny_run_dir, tiny_model_dir):
+    assert sorted(p.name for p in tiny_run_dir.iterdir()) == ["checkpoints", "data_report.json", "model", "split.json",
+                                                             "trained", "training_log.json"]  # nothing half-made
     predictor = Predictor.from_pretrained(tiny_model_dir)  # every artifact fitted for what config.json deploys
     config = predictor.config
     assert config.architecture == "test_resnet" and config.label_names == ("NORMAL", "PNEUMONIA")
@@ -60,7 +62,7 @@ def test_evaluate_writes_metrics_plots_and_predictions(tiny_model_dir, small_dat
 
 def test_training_curves_picture_from_the_training_log(tiny_model_dir, tmp_path):
     picture = tmp_path / "curves.png"
-    result = run_script("docs/training_curves.py", "--run", f"tiny={tiny_model_dir}", "--output", str(picture))
+    result = run_script("-m", "scripts.training_curves", "--run", f"tiny={tiny_model_dir}", "--output", str(picture))
     assert result.stdout.strip() == f"wrote {picture}"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
 
@@ -70,13 +72,13 @@ def test_validation_table_appends_rows_and_keeps_every_command(tiny_model_dir, s
     log = json.loads((tiny_model_dir / "training_log.json").read_text())
     chosen = next(r for r in log["history"] if (r["epoch"], r["weights"]) == (log["best_epoch"], log["best_weights"]))
     for label, extra in (("first", []), ("second", ["--append"])):
-        run_script("docs/validation_results.py", "--data", str(small_data), "--logged", f"{label}={tiny_model_dir}",
+        run_script("-m", "scripts.validation_results", "--data", str(small_data), "--logged", f"{label}={tiny_model_dir}",
                    "--output", str(table), *extra)
     written = json.loads(table.read_text())
     assert [row["label"] for row in written["rows"]] == ["first", "second"]
     assert written["rows"][1]["log_loss"] == chosen["val_calibrated_loss"]
     assert len(written["commands"]) == 2 and written["commands"][1].endswith("--append")
-    run_script("docs/validation_results.py", "--data", str(small_data), "--logged", f"alone={tiny_model_dir}",
+    run_script("-m", "scripts.validation_results", "--data", str(small_data), "--logged", f"alone={tiny_model_dir}",
                "--output", str(table))  # without --append the table starts again
     assert [row["label"] for row in json.loads(table.read_text())["rows"]] == ["alone"]
 
@@ -100,7 +102,7 @@ def test_mixup_with_an_odd_batch_stops_with_one_sentence(small_data, tmp_path):
 def test_balanced_sampler_is_sharded_across_two_processes(tmp_path):
     out = tmp_path / "probe.json"
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    str(REPO / "tests" / "distributed_sampler_probe.py"), str(out), str(REPO)],
+                    str(REPO / "tests" / "distributed_sampler_probe.py"), str(out)],
                    check=True, capture_output=True, timeout=300)
     probe = json.loads(out.read_text())
     first, second = (p["indices"] for p in sorted(probe["processes"], key=lambda p: p["rank"]))
@@ -119,7 +121,7 @@ def test_two_process_distributed_training(small_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     log = json.loads((tmp_path / "training_log.json").read_text())
     assert log["num_processes"] == 2 and [r["epoch"] for r in log["history"]] == [1, 2]  # the moving average
-    Predictor.from_pretrained(tmp_path)
+    Predictor.from_pretrained(tmp_path / "model")
 
 
 def _assert_checkpoint_complete(root: Path) -> None:
@@ -161,7 +163,7 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(small_data, tmp_
         assert mine["weights"] == theirs["weights"]
         assert mine["val_loss"] == pytest.approx(theirs["val_loss"], abs=1e-5)
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-5)
-    ours, ref = load_file(str(interrupted / "model.safetensors")), load_file(str(reference / "model.safetensors"))
+    ours, ref = (load_file(str(run / "trained" / "model.safetensors")) for run in (interrupted, reference))
     assert all(np.allclose(ours[k].numpy(), ref[k].numpy(), atol=1e-5) for k in ref)
     assert not list((interrupted / "checkpoints").glob("*.tmp"))
 
@@ -176,8 +178,7 @@ def test_unreachable_hub_dataset_is_one_sentence(script, tmp_path, tiny_model_di
 
 
 TCMALLOC_PROBE = """
-import os, sys
-sys.path.insert(0, sys.argv[1])
+import os
 from modeling.runtime import use_tcmalloc
 pid = os.getpid()
 use_tcmalloc()
@@ -191,11 +192,11 @@ def test_training_processes_re_execute_under_tcmalloc_once(tmp_path):
     if find_tcmalloc() is None:
         pytest.skip("tcmalloc is not installed (apt install libtcmalloc-minimal4; .ci/run installs it)")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PNEUMONIA_NO_TCMALLOC")}
-    probe = subprocess.Popen([sys.executable, "-c", TCMALLOC_PROBE, str(REPO)], env=env, stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen([sys.executable, "-c", TCMALLOC_PROBE], env=env, stdout=subprocess.PIPE, text=True)
     output = probe.communicate(timeout=120)[0]
     pid, loaded = output.split()
     assert probe.returncode == 0 and loaded == "True"
     assert int(pid) == probe.pid  # the same process: torchrun and accelerate keep tracking it
-    opted_out = subprocess.run([sys.executable, "-c", TCMALLOC_PROBE, str(REPO)], capture_output=True, text=True,
+    opted_out = subprocess.run([sys.executable, "-c", TCMALLOC_PROBE], capture_output=True, text=True,
                                env=env | {"PNEUMONIA_NO_TCMALLOC": "1"}, check=True)
     assert opted_out.stdout.split()[1] == "False"

@@ -5,8 +5,7 @@ import sys
 import timm
 import torch
 
-sys.path.insert(0, sys.argv[3])
-from modeling import PneumoniaClassifier, eval_transform, load_rgb  # noqa: E402
+from modeling import PneumoniaClassifier, eval_transform, load_rgb
 
 repo_id, images = sys.argv[1], sys.argv[2].split(",")
 ours = PneumoniaClassifier.from_pretrained(repo_id).eval()

@@ -1,20 +1,18 @@
 """Regenerate docs/screenshot.png: the demo on the bundled model after analysing an example.
 
-    python docs/screenshot.py [--model weights/pneumonia-resnet50]
+    python -m scripts.screenshot [--model weights/pneumonia-resnet50]
 """
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import app  # noqa: E402
-from benchmarks.load_test import free_port  # noqa: E402
-from modeling import Predictor  # noqa: E402
+import app
+from benchmarks.load_test import free_port
+from modeling import Predictor
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]

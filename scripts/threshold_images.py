@@ -1,6 +1,6 @@
 """The validation images that decide the threshold rules, as one picture for the model card.
 
-    python docs/threshold_images.py weights/pneumonia-resnet50 --data ../shared/data/chest_xray \\
+    python -m scripts.threshold_images weights/pneumonia-resnet50 --data ../shared/data/chest_xray \\
         --output docs/threshold_images.png
 
 The deployed folder is run as the app runs it (its precision, views and temperature) on the
@@ -18,24 +18,15 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from modeling.runtime import use_tcmalloc  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
-if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from modeling import Predictor  # noqa: E402
-from modeling.calibration import positive_probs  # noqa: E402
-from modeling.data import image_name, load_data, saved_split  # noqa: E402
-from modeling.preprocessing import read_image, to_rgb  # noqa: E402
+from modeling import Predictor
+from modeling.probability import positive_probs
+from modeling.evaluation import predict_split
+from modeling.data import image_name, load_data, saved_split
+from modeling.preprocessing import read_image, to_rgb
 
 RULE_COLOURS = {"sensitivity": "crimson", "youden": "darkorange", "prior": "royalblue"}
 
@@ -51,7 +42,7 @@ def main() -> None:
     predictor = Predictor.from_pretrained(args.model_dir, device="cpu")
     config = predictor.config
     split_file = args.model_dir / "split.json"
-    labels, logits, _ = predictor.predict_saved_split(args.data, split_file, "validation")
+    labels, logits, _ = predict_split(predictor, args.data, split_file, "validation")
     positive = labels == config.positive_index
     probs = positive_probs(logits, config.temperature, config.positive_index)
     records = saved_split(load_data(args.data), split_file, "validation")["image"]
@@ -62,7 +53,7 @@ def main() -> None:
     most_normal_pneumonia = np.flatnonzero(positive)[np.argsort(probs[positive])[:n]]
     most_pneumonia_normal = np.flatnonzero(~positive)[np.argsort(-probs[~positive])[:n]]
 
-    fig = plt.figure(figsize=(2 * n, 9.5))
+    fig = Figure(figsize=(2 * n, 9.5))  # no pyplot: no GUI backend, no global figure state
     grid = fig.add_gridspec(3, n, height_ratios=[1.5, 1, 1], hspace=0.6)
     strip = fig.add_subplot(grid[0, :])
     jitter = np.random.default_rng(0).uniform(-0.18, 0.18, len(probs))
@@ -94,7 +85,7 @@ def main() -> None:
                 ax.text(0, 1.32, title, transform=ax.transAxes, fontsize=10, weight="bold")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=80, bbox_inches="tight")
-    listing = {"command": " ".join(["python", "docs/threshold_images.py", *map(shlex.quote, sys.argv[1:])]),
+    listing = {"command": shlex.join(["python", "-m", "scripts.threshold_images", *sys.argv[1:]]),
                "model_dir": str(args.model_dir), "threshold_rules": rules,
                "pneumonia_most_normal": [{"file": names[i], "p": float(probs[i])} for i in most_normal_pneumonia],
                "normal_most_pneumonia": [{"file": names[i], "p": float(probs[i])} for i in most_pneumonia_normal]}

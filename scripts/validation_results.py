@@ -1,6 +1,6 @@
 """What each change did on validation: the README's results table, from model folders and their logs.
 
-    python docs/validation_results.py --data ../shared/data/chest_xray \\
+    python -m scripts.validation_results --data ../shared/data/chest_xray \\
         --run "LABEL=MODEL_DIR" [--run ...] [--deployed "LABEL=MODEL_DIR" ...] [--logged "LABEL=RUN_DIR" ...] \\
         --output docs/validation_results.json
 
@@ -24,28 +24,23 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from modeling.runtime import use_tcmalloc  # noqa: E402
+import numpy as np
 
-if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
-
-import numpy as np  # noqa: E402
-
-from modeling import PneumoniaClassifier, Predictor  # noqa: E402
-from modeling.calibration import expected_calibration_error, fit_temperature, log_loss, positive_probs  # noqa: E402
-from modeling.metrics import binary_metrics, threshold_for_sensitivity  # noqa: E402
+from modeling import PneumoniaClassifier, Predictor
+from modeling.evaluation import predict_split
+from modeling.calibration import calibrated_log_loss, expected_calibration_error
+from modeling.metrics import binary_metrics, threshold_for_sensitivity
+from modeling.probability import positive_probs
 
 
 def summarise(labels: np.ndarray, logits: np.ndarray, positive_index: int) -> dict:
     positive = labels == positive_index
-    temperature = fit_temperature(logits, labels)
+    calibrated_loss, temperature = calibrated_log_loss(logits, labels, positive_index)
     probs = positive_probs(logits, temperature, positive_index)
     threshold = threshold_for_sensitivity(positive, probs, 0.95)
     at = binary_metrics(positive, probs, threshold)
-    return {"n": int(len(labels)), "roc_auc": at["roc_auc"], "log_loss": log_loss(positive, probs),
+    return {"n": int(len(labels)), "roc_auc": at["roc_auc"], "log_loss": calibrated_loss,
             "ece": expected_calibration_error(positive, probs), "temperature": temperature,
             "sensitivity": at["recall"], "specificity": at["specificity"]}
 
@@ -66,11 +61,11 @@ def predicted_row(label: str, model_dir: Path, deployed: bool, data: str) -> dic
     if deployed:
         predictor = Predictor.from_pretrained(model_dir, device="cpu")
     else:
-        predictor = Predictor(PneumoniaClassifier.from_pretrained(model_dir), device="cpu", precision="float32")
-        predictor.config.tta_views = []
-    labels, logits, _ = predictor.predict_saved_split(data, model_dir / "split.json", "validation")
+        predictor = Predictor(PneumoniaClassifier.from_pretrained(model_dir), device="cpu", precision="float32",
+                              views=[])
+    labels, logits, _ = predict_split(predictor, data, model_dir / "split.json", "validation")
     row = {"label": label, "model_dir": str(model_dir), "deployed": deployed, "precision": predictor.precision,
-           "views": 1 + len(predictor.config.tta_views), **summarise(labels, logits, predictor.config.positive_index)}
+           "views": 1 + len(predictor.views), **summarise(labels, logits, predictor.config.positive_index)}
     log_file = model_dir / "training_log.json"
     if not deployed and log_file.exists():
         log = json.loads(log_file.read_text())
@@ -112,7 +107,7 @@ def main() -> None:
         rows.append(logged_row(label, Path(folder)) if kind == "logged"
                     else predicted_row(label, Path(folder), kind == "deployed", args.data))
         print(rows[-1], flush=True)
-    commands.append(" ".join(["python", "docs/validation_results.py", *map(shlex.quote, sys.argv[1:])]))
+    commands.append(shlex.join(["python", "-m", "scripts.validation_results", *sys.argv[1:]]))
     args.output.write_text(json.dumps({"commands": commands, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.output}")
 

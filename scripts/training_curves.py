@@ -1,6 +1,6 @@
 """Validation per epoch of several training runs, as one picture for the README.
 
-    python docs/training_curves.py --run "LABEL=RUN_DIR" [--run ...] --output docs/training_curves.png
+    python -m scripts.training_curves --run "LABEL=RUN_DIR" [--run ...] --output docs/training_curves.png
 
 A .json beside the picture records the command. Reads each run's training_log.json (written by train.py: every epoch's validation record, for the
 weights and their moving average) and plots validation log-loss after temperature scaling (the
@@ -14,10 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from modeling.plots import plot_training_curves  # noqa: E402
+from modeling.plots import plot_training_curves
 
 
 def main() -> None:
@@ -30,7 +28,7 @@ def main() -> None:
         label, run_dir = spec.split("=", 1)
         runs[label] = json.loads((Path(run_dir) / "training_log.json").read_text())
     plot_training_curves(runs, args.output)
-    command = " ".join(["python", "docs/training_curves.py", *map(shlex.quote, sys.argv[1:])])
+    command = shlex.join(["python", "-m", "scripts.training_curves", *sys.argv[1:]])
     args.output.with_suffix(".json").write_text(json.dumps({"command": command, "runs": list(runs)}, indent=2) + "\n")
     print(f"wrote {args.output}")
 

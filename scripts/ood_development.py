@@ -1,6 +1,6 @@
 """Compare "not a chest X-ray" gates on a development set kept apart from the sets that measure them.
 
-    python docs/ood_development.py --model "LABEL=MODEL_DIR" [--model ...] --data ../shared/data/chest_xray \
+    python -m scripts.ood_development --model "LABEL=MODEL_DIR" [--model ...] --data ../shared/data/chest_xray \
         --output docs/ood_development.png
 
 The evaluation set (`python -m modeling.non_xray`: scikit-image, matplotlib and scikit-learn samples,
@@ -29,15 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from modeling.data import load_data, saved_split  # noqa: E402
-from modeling.files import SPLIT_NAME, resolve_model_folder  # noqa: E402
-from modeling.inference import Predictor  # noqa: E402
-from modeling.ood import NOT_AN_XRAY_FACTOR  # noqa: E402
-from modeling.preprocessing import load_rgb  # noqa: E402
-from modeling.robustness import blur, brightness, contrast, letterbox, rotate  # noqa: E402
+from modeling.data import load_data, saved_split
+from modeling.files import SPLIT_NAME, resolve_model_folder
+from modeling.inference import Predictor
+from modeling.ood import NOT_AN_XRAY_FACTOR
+from modeling.preprocessing import load_rgb
+from modeling.robustness import blur, brightness, contrast, letterbox, rotate
 
 FACTORS = np.round(np.arange(1.5, 8.01, 0.25), 2)
 CROPS_PER_PHOTO = 4
@@ -107,7 +105,7 @@ def main() -> None:
     groups = {"photos, colour": list(photos.values()),
               "photos, greyscale": [image.convert("L").convert("RGB") for image in photos.values()]}
     groups |= {f"X-ray, {name}": [change(image) for image in xrays] for name, change in XRAY_CHANGES.items()}
-    report = {"command": " ".join(["python", "docs/ood_development.py", *map(shlex.quote, sys.argv[1:])]),
+    report = {"command": shlex.join(["python", "-m", "scripts.ood_development", *sys.argv[1:]]),
               "factor_in_use": NOT_AN_XRAY_FACTOR, "factors": FACTORS.tolist(),
               "images": {name: len(images) for name, images in groups.items()},
               "pictures": sum("-crop" not in name for name in photos), "models": {}}

@@ -1,0 +1,74 @@
+"""The demo's cold start: `python app.py` from process start to its first answer, and what importing costs.
+
+    python -m benchmarks.cold_start --label NAME [--model weights/pneumonia-resnet50] [--repeats 3]
+                                    [--output docs/cold_start.json]
+
+Each repeat starts `python app.py` as a user does and times it until a `gradio_client` request for one
+example image has come back; apart from that, each repeat times `python -c "import modeling.inference"`.
+Medians over the repeats. Results are appended to --output under --label (one entry per label), so that
+a change to start-up can be shown beside the figures from before it, measured on the same machine.
+Nothing is asserted: the numbers depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.load_test import free_port
+from modeling.files import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"
+
+
+def cold_start_seconds(model: str) -> float:
+    """`python app.py` from process start until the first answer is back at a gradio_client."""
+    from gradio_client import Client, handle_file
+
+    port = free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "app.py", "--model", model, "--port", str(port)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        process.stdout.readline()  # "Demo running at ..." once the server listens
+        Client(f"http://127.0.0.1:{port}/", verbose=False).predict(handle_file(str(EXAMPLE)), heatmap=False,
+                                                                    api_name="/predict")
+        return time.perf_counter() - started
+    finally:
+        process.kill()
+        process.wait()
+
+
+def import_seconds(module: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--label", required=True, help="what this measurement is of, e.g. the change it follows")
+    parser.add_argument("--model", default="weights/pneumonia-resnet50")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "cold_start.json")
+    args = parser.parse_args()
+    starts = [cold_start_seconds(args.model) for _ in range(args.repeats)]
+    imports = [import_seconds("modeling.inference") for _ in range(args.repeats)]
+    entry = {"label": args.label, "model": args.model, "repeats": args.repeats,
+             "cold_start_to_first_answer_s": statistics.median(starts), "runs_s": starts,
+             "import_modeling_inference_s": statistics.median(imports),
+             "command": shlex.join(["python", "-m", "benchmarks.cold_start", *sys.argv[1:]])}
+    entries = json.loads(args.output.read_text()) if args.output.exists() else []
+    entries = [e for e in entries if e["label"] != args.label] + [entry]
+    write_json_atomic(args.output, entries)
+    print(json.dumps(entry, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Predicting a dataset split with a `Predictor`: the sides of the train/validation split a run saved.
+
+Kept apart from `modeling.inference`, so that loading a model for the demo or a library call does not
+import `datasets`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from .data import attach_transform, label_mapping, label_names, load_data, saved_split
+from .inference import Predictor
+
+
+def predict_split(predictor: Predictor, data: str, split_file: Path, side: str, with_features: bool = False,
+                  views: bool = True, batch_size: int = 32) -> tuple[np.ndarray, ...]:
+    """`Predictor.predict_loader` over one side ("train" or "validation") of the split a training run saved."""
+    subset = saved_split(load_data(data), split_file, side)
+    to_model = label_mapping(label_names(subset), predictor.config.label_names)
+    loader = DataLoader(attach_transform(subset, predictor.transform, to_model), batch_size=batch_size)
+    return predictor.predict_loader(loader, desc=side, with_features=with_features, views=views)
