@@ -46,6 +46,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
 EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
 DEFAULT_CACHE_MINUTES = 10.0
+# compiled int8 graphs, kept between starts (a local compile cache, like Inductor's; see modeling/quantize.py)
+INT8_PACKAGES = Path(os.environ.get("PNEUMONIA_CACHE") or Path.home() / ".cache" / "pneumonia-xray") / "int8"
 LARGE_IMAGE_BYTES = 20_000_000  # uploads above this are decoded one at a time (bounded memory)
 DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
               "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
@@ -307,7 +309,7 @@ def main() -> None:
     args = parse_args()
     private_folder = use_private_cache_folder()
     try:
-        predictor = Predictor.from_pretrained(args.model, compile=args.compile)
+        predictor = Predictor.from_pretrained(args.model, compile=args.compile, int8_package_dir=INT8_PACKAGES)
     except ModelLoadError as error:
         sys.exit(str(error))
     demo = build_demo(predictor, cache_minutes=args.cache_minutes)

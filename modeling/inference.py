@@ -84,12 +84,14 @@ class Predictor:
 
     def __init__(self, model: PneumoniaClassifier, *, ood: Optional[StagedDetector] = None,
                  int8_calibration: Optional[dict[str, torch.Tensor]] = None, device: Optional[torch.device | str] = None,
-                 precision: Optional[str] = None, views: Optional[list[dict[str, float]]] = None, compile: bool = False):
+                 precision: Optional[str] = None, views: Optional[list[dict[str, float]]] = None, compile: bool = False,
+                 int8_package_dir: Optional[Path] = None):
         """`precision` and `views` override config.json's (training-time validation runs in the training precision,
         the image alone).
         `compile=True`: torch.compile with freezing (batch norm folded, weights pre-packed); the first call of
         each batch size compiles (about a minute on 2 cores). An int8 model is always compiled, a few seconds
-        per batch size."""
+        per batch size; with `int8_package_dir` its compiled graphs are kept there and loaded by the next process
+        (`modeling.quantize`), which makes a server's cold start seconds shorter after its first."""
         self.config = model.config
         self.device = torch.device(device) if device is not None else default_device()
         self.precision = runtime_precision(precision or self.config.precision, self.device)
@@ -100,7 +102,7 @@ class Predictor:
         if self.precision == "int8":
             if int8_calibration is None:
                 raise ValueError("an int8 model needs its int8 calibration")
-            self.forward: Callable = Int8Forward(self.model, int8_calibration)
+            self.forward: Callable = Int8Forward(self.model, int8_calibration, package_dir=int8_package_dir)
         else:
             self.forward = self.model.forward_with_features
             if compile:
@@ -111,6 +113,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, device: Optional[torch.device | str] = None, compile: bool = False,
+                        int8_package_dir: Optional[Path] = None,
                         **hub_kwargs: Any) -> "Predictor":
         """A model folder or Hub id (`revision=`, ...) with the artifacts beside its weights, each checked against
         what config.json deploys (ModelLoadError, naming the command that refits it, where one does not fit)."""
@@ -132,7 +135,8 @@ class Predictor:
             check_fitted_for("int8 calibration", config.quantization.get("fitted_for"), expected)
             calibration, metadata = load_calibration(folder / config.quantization["file"])
             check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
-        predictor = cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile)
+        predictor = cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile,
+                        int8_package_dir=int8_package_dir)
         if ood is not None and ood.sizes != predictor.feature_sizes():
             raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
                                  f"version computes {predictor.feature_sizes()}; refit it: {REFIT}")

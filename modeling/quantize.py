@@ -7,29 +7,29 @@ freezing) into oneDNN int8 kernels (VNNI): several times faster than fp32 at bat
 Calibration runs once, in `python -m modeling.finalize ... --precision int8`, and its result, the
 observers' statistics (no images, no code), is saved beside the weights as
 `int8-calibration.safetensors`. An exported graph has a fixed batch size, so `Int8Forward`
-exports, quantizes and compiles once per batch size it meets (a few seconds each). The int8
-kernels are the CPU's (oneDNN); `modeling.inference` decides where this runs.
+exports, quantizes and compiles once per batch size it meets (a few seconds each). With a
+`package_dir`, each compiled graph is also stored there as an AOTInductor package (`.pt2`, a
+shared library for this CPU and this torch) under a name that hashes everything it was built
+from, and the next process loads it instead of compiling: the demo's cold start. The folder is
+a local compile cache like Inductor's own, written by this program only; it is never shipped.
+The int8 kernels are the CPU's (oneDNN); `modeling.inference` decides where this runs.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import tempfile
+from importlib.metadata import version
 from operator import attrgetter
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from .files import ModelLoadError, load_tensors, save_tensors
-
-_pytree_log = logging.getLogger("torch.utils._pytree")
-_level, _pytree_log.level = _pytree_log.level, logging.ERROR  # torchao 0.18 warns about its enums on import
-try:
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
-finally:
-    _pytree_log.setLevel(_level)
 
 CALIBRATION_NAME = "int8-calibration.safetensors"
 
@@ -49,15 +49,29 @@ class _WithFeatures(nn.Module):
         return self.model.forward_with_features(pixel_values)
 
 
+def _torchao():
+    """torchao's PT2E entry points, imported when a graph is quantized, not when a compiled package is loaded (a
+    second of the demo's start)."""
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    level, pytree_log.level = pytree_log.level, logging.ERROR  # torchao 0.18 warns about its enums on import
+    try:
+        from torchao.quantization.pt2e import quantize_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
+    finally:
+        pytree_log.setLevel(level)
+    return quantize_pt2e, x86_inductor_quantizer
+
+
 def prepare(model: nn.Module, batch_size: int) -> torch.fx.GraphModule:
     """The exported network at `batch_size` with observers in place (fp32, eval mode)."""
+    quantize_pt2e, x86 = _torchao()
     size = model.config.image_size
     example = torch.zeros(batch_size, 3, size, size).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         graph = torch.export.export(_WithFeatures(model).eval(), (example,)).module()
-    quantizer = X86InductorQuantizer()
-    quantizer.set_global(get_default_x86_inductor_quantization_config())
-    return prepare_pt2e(graph, quantizer)
+    quantizer = x86.X86InductorQuantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+    return quantize_pt2e.prepare_pt2e(graph, quantizer)
 
 
 def _observers(prepared: torch.fx.GraphModule, of_weights: bool) -> dict[str, torch.fx.Node]:
@@ -106,16 +120,45 @@ def quantized(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size
     prepared.load_state_dict(calibration, strict=False)
     for name, weight in _observers(prepared, of_weights=True).items():  # the weights as they are now
         getattr(prepared, name)(attrgetter(weight.target)(prepared))
-    return convert_pt2e(prepared)
+    return _torchao()[0].convert_pt2e(prepared)
+
+
+def package_key(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size: int) -> str:
+    """A name for the compiled graph that changes with anything it was built from: the weights, the calibration, the
+    batch size, the library versions and the CPU's instruction set."""
+    digest = hashlib.sha256()
+    for tensors in (model.state_dict(), calibration):
+        for name in sorted(tensors):
+            digest.update(name.encode())
+            digest.update(tensors[name].detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps({"batch": batch_size, "size": model.config.image_size, "torch": torch.__version__,
+                              "torchao": version("torchao"), "cpu": torch.backends.cpu.get_cpu_capability()},
+                             sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def _compiled_package(graph: torch.fx.GraphModule, example: torch.Tensor, path: Path) -> Callable:
+    """Compile `graph` ahead of time into an AOTInductor package at `path` (atomically), then load it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
+    os.close(handle)
+    try:
+        torch._inductor.aoti_compile_and_package(torch.export.export(graph, (example,)), package_path=tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return torch._inductor.aoti_load_package(str(path))
 
 
 class Int8Forward:
-    """Called like `forward_with_features`, run in int8: one compiled graph per batch size."""
+    """Called like `forward_with_features`, run in int8: one compiled graph per batch size (from `package_dir`,
+    where given, when an earlier process compiled it)."""
 
-    def __init__(self, model: nn.Module, calibration: dict[str, torch.Tensor]):
+    def __init__(self, model: nn.Module, calibration: dict[str, torch.Tensor], package_dir: Path | None = None):
         self.model = model
         self.calibration = calibration
-        self.compiled: dict[int, nn.Module] = {}
+        self.package_dir = Path(package_dir) if package_dir is not None else None
+        self.compiled: dict[int, Callable] = {}
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(pixel_values)
@@ -124,6 +167,18 @@ class Int8Forward:
         # the int8 weight packing (torch 2.15); compiling happens at the first call, hence the call inside.
         with torch.no_grad(), torch.autocast(pixel_values.device.type, enabled=False), \
                 torch._inductor.config.patch(freezing=True):
+            pixels = pixel_values.float().contiguous(memory_format=torch.channels_last)
             if n not in self.compiled:
-                self.compiled[n] = torch.compile(quantized(self.model, self.calibration, n))
-            return self.compiled[n](pixel_values.float().contiguous(memory_format=torch.channels_last))
+                self.compiled[n] = self._build(n, pixels)
+            return self.compiled[n](pixels)
+
+    def _build(self, n: int, example: torch.Tensor) -> Callable:
+        if self.package_dir is None:
+            return torch.compile(quantized(self.model, self.calibration, n))
+        path = self.package_dir / f"int8-{package_key(self.model, self.calibration, n)}.pt2"
+        if path.exists():
+            try:
+                return torch._inductor.aoti_load_package(str(path))
+            except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt, whatever the loader raises
+                path.unlink(missing_ok=True)
+        return _compiled_package(quantized(self.model, self.calibration, n), example, path)

@@ -49,3 +49,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def finalize_cli(*argv: str) -> None:
+    """`python -m modeling.finalize ARGV`, run by the command's own main in this process: the same code path without
+    an interpreter start and its imports (the kill test runs the real process)."""
+    from modeling.finalize import main
+    main([str(arg) for arg in argv])

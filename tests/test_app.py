@@ -76,6 +76,7 @@ def heatmap_array(result) -> np.ndarray:
     return np.asarray(Image.open(result[2]).convert("RGB"), dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_api_gives_the_same_probabilities_as_evaluate(server, evaluated, small_data):
     _, client = server
     images = [p for label in ("NORMAL", "PNEUMONIA") for p in sorted((small_data / "test" / label).iterdir())[:2]]
@@ -284,6 +285,7 @@ def _dicom(path: Path, pixels: np.ndarray, photometric: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_large_images_sent_together_are_each_answered(server, tiny_model_dir, tmp_path):
     _, client = server
     rng = np.random.default_rng(0)
@@ -300,6 +302,7 @@ def test_large_images_sent_together_are_each_answered(server, tiny_model_dir, tm
     assert [p_pneumonia(r) for r in results] == pytest.approx(expected.tolist(), abs=2e-6)
 
 
+@pytest.mark.slow
 def test_batch_mode_is_a_worklist_sorted_by_probability(server, tmp_path, evaluated, small_data):
     _, client = server
     good = [p for label in ("NORMAL", "PNEUMONIA") for p in sorted((small_data / "test" / label).iterdir())[:3]]
@@ -364,6 +367,7 @@ def _files_under(*folders: Path) -> list[Path]:
     return [path for folder in folders for path in folder.rglob("*") if not path.is_dir()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_server_leaves_no_file_behind(tiny_model_dir, small_data, tmp_path, stop_signal):
     gradio_dir, temp_dir = tmp_path / "gradio", tmp_path / "tmp"
@@ -389,6 +393,7 @@ def test_a_stopped_server_leaves_no_file_behind(tiny_model_dir, small_data, tmp_
     assert _files_under(gradio_dir, temp_dir) == []
 
 
+@pytest.mark.slow
 def test_command_line_app_with_share_keeps_serving_offline(tiny_model_dir):
     port = free_port()
     process = subprocess.Popen([sys.executable, "app.py", "--model", str(tiny_model_dir), "--port", str(port), "--share"],
@@ -409,6 +414,7 @@ def test_command_line_app_with_share_keeps_serving_offline(tiny_model_dir):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_command_line_app_refuses_a_missing_model_in_one_sentence(tmp_path):
     result = run_script("app.py", "--model", str(tmp_path / "none"), check=False)
     assert result.returncode == 1 and result.stderr.strip() == f"No model folder at {tmp_path / 'none'}."

@@ -1,12 +1,15 @@
 """A person's view: headless Chromium (Debian's) opens the demo, uploads an X-ray, sees it, then decision and heatmap."""
 import shutil
 
+import pytest
 from playwright.sync_api import expect, sync_playwright
 
 import app
 from modeling import Predictor
 
 from tests.helpers import REPO, free_port
+
+pytestmark = pytest.mark.slow  # a browser start
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -20,7 +20,9 @@ from modeling.finalize import ood_train_features
 from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
 
-from tests.helpers import REPO, free_port, run_script
+from tests.helpers import REPO, finalize_cli, free_port, run_script
+
+pytestmark = pytest.mark.slow  # every test here trains, finalizes, evaluates or scores in subprocesses
 
 PRECISIONS = ["float32", "bfloat16", "int8"]
 
@@ -30,9 +32,17 @@ def finalized(request, tiny_model_dir, small_data, tmp_path_factory):
     """The tiny run finalized by the CLI, with the default test-time views, into a folder of its own."""
     out = tmp_path_factory.mktemp(f"final-{request.param}") / "model"
     extra = ["--int8-images", "16"] if request.param == "int8" else []
-    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(out),
+    finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(out),
                "--precision", request.param, "--tta", "default", *extra)
     return request.param, out
+
+
+@pytest.fixture(scope="module")
+def float32_folder(tiny_model_dir, small_data, tmp_path_factory):
+    """The tiny run finalized in float32, for what does not depend on the precision."""
+    out = tmp_path_factory.mktemp("final-float32-alone") / "model"
+    finalize_cli(tiny_model_dir, "--data", small_data, "--output-dir", out, "--precision", "float32", "--tta", "none")
+    return out
 
 
 def test_finalize_fits_every_artifact_for_the_deployed_settings(finalized):
@@ -54,9 +64,9 @@ def test_finalize_fits_every_artifact_for_the_deployed_settings(finalized):
 
 
 def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_validation_loss(tiny_model_dir, small_data,
-                                                                                   tmp_path):
+                                                                                   tmp_path, capsys):
     out = tmp_path / "model"
-    result = run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+    finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                         str(out), "--precision", "float32", "--tta", "auto")
     validation = json.loads((out / "config.json").read_text())["inference"]["validation"]
     choice = validation["views_choice"]
@@ -65,10 +75,10 @@ def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_validation_lo
     predictor = Predictor.from_pretrained(out)  # loads: every artifact was fitted for the chosen views
     assert len(predictor.config.tta_views) == (3 if choice["chosen"] == "default" else 0)
     assert validation["fitted_for"]["views"] == predictor.config.tta_views
-    assert f"-> {choice['chosen']}" in result.stdout
+    assert f"-> {choice['chosen']}" in capsys.readouterr().out
     for name, views in (("default", "default"), ("none", "none")):  # each candidate's score is what it deploys with
         fixed = tmp_path / name
-        run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+        finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                    str(fixed), "--precision", "float32", "--tta", views)
         deployed = json.loads((fixed / "config.json").read_text())["inference"]["validation"]
         assert deployed["log_loss_after"] == pytest.approx(scores[name], abs=1e-6)
@@ -120,8 +130,8 @@ def test_evaluate_on_validation_reproduces_what_finalize_fitted(finalized, small
     assert metrics["specificity"] == pytest.approx(fitted["specificity"], abs=1e-9)
 
 
-def test_evaluate_on_validation_without_a_split_file_is_one_sentence(finalized, small_data, tmp_path):
-    _, folder = finalized
+def test_evaluate_on_validation_without_a_split_file_is_one_sentence(float32_folder, small_data, tmp_path):
+    folder = float32_folder
     copied = tmp_path / "no-split"
     shutil.copytree(folder, copied)
     (copied / "split.json").unlink()
@@ -132,8 +142,8 @@ def test_evaluate_on_validation_without_a_split_file_is_one_sentence(finalized, 
                                                   "are unknown; pass another --split."]
 
 
-def test_threshold_figure_shows_the_validation_images_that_decide_the_rules(finalized, small_data, tmp_path):
-    _, folder = finalized
+def test_threshold_figure_shows_the_validation_images_that_decide_the_rules(float32_folder, small_data, tmp_path):
+    folder = float32_folder
     picture = tmp_path / "thresholds.png"
     run_script("-m", "scripts.threshold_images", str(folder), "--data", str(small_data), "--per-row", "3",
                "--output", str(picture))
@@ -160,7 +170,7 @@ def _copy(folder, tmp_path, name):
 
 def test_artifacts_fitted_for_other_settings_are_refused_with_the_refit_command(tiny_model_dir, small_data, tmp_path):
     folder = tmp_path / "fp32"
-    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(folder),
+    finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(folder),
                "--precision", "float32", "--tta", "none")
     Predictor.from_pretrained(folder)  # as finalized: fine
 
@@ -172,7 +182,7 @@ def test_artifacts_fitted_for_other_settings_are_refused_with_the_refit_command(
         Predictor.from_pretrained(switched)
 
     other = tmp_path / "views"  # a detector fitted with other views, copied in with its config entry
-    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(other),
+    finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(other),
                "--precision", "float32", "--tta", "default")
     swapped = _copy(folder, tmp_path, "swapped")
     shutil.copy(other / OOD_FILE, swapped / OOD_FILE)
@@ -190,7 +200,7 @@ def test_bf16_weights_halve_the_file_and_keep_the_answers(tiny_model_dir, small_
     folders = {}
     for dtype in ("float32", "bfloat16"):
         folders[dtype] = tmp_path / dtype
-        run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+        finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                    str(folders[dtype]), "--precision", "float32", "--tta", "none", "--weights-dtype", dtype)
     sizes = {dtype: (folder / WEIGHTS_NAME).stat().st_size for dtype, folder in folders.items()}
     assert sizes["bfloat16"] < 0.55 * sizes["float32"]

@@ -53,6 +53,7 @@ def _script(code: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_from_pretrained_reads_a_hub_id_from_the_offline_cache(hub_cache, evaluated_model):
     code = ("from modeling import PneumoniaClassifier as P; import json;"
             f"m = P.from_pretrained('{REPO_ID}'); v0 = P.from_pretrained('{REPO_ID}', revision='v0');"
@@ -64,6 +65,7 @@ def test_from_pretrained_reads_a_hub_id_from_the_offline_cache(hub_cache, evalua
     assert old_threshold == 0.123 and architecture == "test_resnet"
 
 
+@pytest.mark.slow
 def test_predictor_loads_a_hub_revision_with_its_side_files_from_the_offline_cache(hub_cache, evaluated_model):
     image = sorted((KERMANY / "test" / "PNEUMONIA").iterdir())[0]
     code = ("from modeling import Predictor, load_rgb; import json;"
@@ -78,6 +80,7 @@ def test_predictor_loads_a_hub_revision_with_its_side_files_from_the_offline_cac
     assert old_threshold == 0.123 and has_detector
 
 
+@pytest.mark.slow
 def test_timm_hf_hub_loader_gives_the_same_logits(hub_cache):
     images = [str(sorted((KERMANY / "test" / label).iterdir())[0]) for label in ("NORMAL", "PNEUMONIA")]
     result = subprocess.run([sys.executable, str(REPO / "tests" / "timm_vs_ours.py"), REPO_ID, ",".join(images)],
@@ -90,6 +93,7 @@ def test_timm_hf_hub_loader_gives_the_same_logits(hub_cache):
     assert np.abs(np.asarray(out["ours"])).max() > 0
 
 
+@pytest.mark.slow
 def test_uncached_hub_id_offline_is_one_clear_sentence(hub_cache):
     code = ("from modeling import PneumoniaClassifier as P\n"
             "try:\n    P.from_pretrained('someone/not-cached')\nexcept Exception as e:\n"
@@ -99,6 +103,7 @@ def test_uncached_hub_id_offline_is_one_clear_sentence(hub_cache):
     assert "not in the local Hugging Face cache" in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_card_metadata_is_valid_and_matches_metrics(evaluated_model):
     card = ModelCard(str(build_card(evaluated_model, REPO_ID, REPO / "model_card.md")))  # parses the YAML front matter like the Hub
     metrics = json.loads((evaluated_model / "eval" / "metrics.json").read_text())
@@ -125,6 +130,7 @@ def test_card_metadata_is_valid_and_matches_metrics(evaluated_model):
     assert float(table.group(2)) == round(metrics["ci95"]["recall"][0], 3)
 
 
+@pytest.mark.slow
 def test_push_dry_run_lists_files_and_card(evaluated_model):
     result = run_script("-m", "modeling.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, "--dry-run")
     listed = [line.strip() for line in result.stdout.split("---")[0].splitlines()[1:] if line.strip()]
@@ -133,6 +139,7 @@ def test_push_dry_run_lists_files_and_card(evaluated_model):
     assert "model-index:" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_extra, expected", [
     ({"HF_TOKEN": "hf_fake_token_for_test", "HF_HUB_OFFLINE": "1"}, "Could not publish to the Hugging Face Hub"),
     ({"HF_TOKEN": ""}, "No Hugging Face token found"),

@@ -9,7 +9,7 @@ from modeling.non_xray import assemble
 from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, fit_detector, ood_verdicts
 from modeling.robustness import PERTURBATIONS
 
-from tests.helpers import REPO, free_port, run_script
+from tests.helpers import REPO, finalize_cli, free_port, run_script
 
 
 def test_feature_density_scores_far_points_higher():
@@ -70,6 +70,7 @@ def test_robustness_changes_are_mild_and_keep_rgb(name):
     assert 0 < np.abs(a - b).mean() < 60  # changed, but still the same picture
 
 
+@pytest.mark.slow
 def test_finalized_detector_travels_with_the_model_and_evaluate_reports_it(tiny_model_dir, small_data, tmp_path):
     predictor = Predictor.from_pretrained(tiny_model_dir)
     assert predictor.ood is not None and predictor.config.ood["file"] == "ood.safetensors"
@@ -113,6 +114,7 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
         app.stop(demo)
 
 
+@pytest.mark.slow
 def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_dir, small_data, tmp_path):
     from scripts.ood_development import gradio_photos
     from modeling.non_xray import _package_images
@@ -127,7 +129,7 @@ def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_
         assert min(np.abs(image - other).mean() for other in evaluation) > 10, name
 
     augmented = tmp_path / "augmented"
-    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+    finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                str(augmented), "--precision", "float32", "--ood-gate", "augmented")
     picture = tmp_path / "dev.png"
     result = run_script("-m", "scripts.ood_development", "--model", f"as is={tiny_model_dir}", "--model",

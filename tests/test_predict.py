@@ -17,6 +17,8 @@ from modeling.worklist import UNREADABLE
 
 from tests.helpers import FORMATS, KERMANY, REPO, run_script
 
+pytestmark = pytest.mark.slow  # every test here trains, finalizes, evaluates or scores in subprocesses
+
 GROUP = {"chest_xray": 0, "unlike_training_xrays": 1, NOT_AN_XRAY: 2, UNREADABLE: 3}
 
 

@@ -11,14 +11,16 @@ from modeling.config import ConfigError, ModelConfig
 from modeling.evaluation import predict_split
 from modeling.quantize import CALIBRATION_NAME, Int8CalibrationError, Int8Forward
 
-from tests.helpers import run_script
+from tests.helpers import finalize_cli, run_script
+
+pytestmark = pytest.mark.slow  # int8 finalizing and compiling
 
 
 @pytest.fixture(scope="module")
 def int8_model_dir(tiny_model_dir, small_data, tmp_path_factory):
     """The tiny run finalized for int8 without test-time views (one graph per batch size, fewer compiles)."""
     model_dir = tmp_path_factory.mktemp("int8") / "model"
-    run_script("-m", "modeling.finalize", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
+    finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                str(model_dir), "--precision", "int8", "--tta", "none", "--int8-images", "32")
     return model_dir
 

@@ -78,6 +78,7 @@ def test_gradcam_share_in_lungs_is_the_heatmaps_mass_inside_the_fields():
     assert gradcam_share_in_lungs(np.zeros((8, 8)), mask) is None
 
 
+@pytest.mark.slow
 def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_dir, small_data, tmp_path):
     run_script("-m", "modeling.shortcuts", "--model", str(tiny_model_dir), "--data", str(small_data),
                "--output-dir", str(tmp_path), "--contact-sheet")

@@ -44,6 +44,7 @@ def test_training_writes_a_finalized_model_folder(tiny_run_dir, tiny_model_dir):
     assert (tiny_model_dir / "data_report.json").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_plots_and_predictions(tiny_model_dir, small_data, tmp_path):
     result = run_script("evaluate.py", "--model", str(tiny_model_dir), "--data", str(small_data), "--split", "test",
                         "--output-dir", str(tmp_path), "--bootstrap", "200")
@@ -60,6 +61,7 @@ def test_evaluate_writes_metrics_plots_and_predictions(tiny_model_dir, small_dat
     assert rows[0] == "image,label,prob_pneumonia,predicted" and len(rows) == 25
 
 
+@pytest.mark.slow
 def test_training_curves_picture_from_the_training_log(tiny_model_dir, tmp_path):
     picture = tmp_path / "curves.png"
     result = run_script("-m", "scripts.training_curves", "--run", f"tiny={tiny_model_dir}", "--output", str(picture))
@@ -67,6 +69,7 @@ def test_training_curves_picture_from_the_training_log(tiny_model_dir, tmp_path)
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_validation_table_appends_rows_and_keeps_every_command(tiny_model_dir, small_data, tmp_path):
     table = tmp_path / "validation_results.json"
     log = json.loads((tiny_model_dir / "training_log.json").read_text())
@@ -83,6 +86,7 @@ def test_validation_table_appends_rows_and_keeps_every_command(tiny_model_dir, s
     assert [row["label"] for row in json.loads(table.read_text())["rows"]] == ["alone"]
 
 
+@pytest.mark.slow
 def test_offline_pretrained_run_stops_with_one_sentence(small_data, tmp_path):
     result = run_script("train.py", "--data", str(small_data), "--output-dir", str(tmp_path), "--model", "test_resnet",
                         "--epochs", "1", check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -91,6 +95,7 @@ def test_offline_pretrained_run_stops_with_one_sentence(small_data, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_mixup_with_an_odd_batch_stops_with_one_sentence(small_data, tmp_path):
     result = run_script("train.py", "--data", str(small_data), "--output-dir", str(tmp_path), *TINY_TRAIN_ARGS,
                         "--batch-size", "7", "--mixup", "0.2", check=False)
@@ -99,6 +104,7 @@ def test_mixup_with_an_odd_batch_stops_with_one_sentence(small_data, tmp_path):
                                                       "--batch-size even (it is 7).")
 
 
+@pytest.mark.slow
 def test_balanced_sampler_is_sharded_across_two_processes(tmp_path):
     out = tmp_path / "probe.json"
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -113,6 +119,7 @@ def test_balanced_sampler_is_sharded_across_two_processes(tmp_path):
     assert first == sum(batches[0::2], []) and second == sum(batches[1::2], [])
 
 
+@pytest.mark.slow
 def test_two_process_distributed_training(small_data, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--data", str(small_data),
@@ -134,6 +141,7 @@ def _assert_checkpoint_complete(root: Path) -> None:
     load_file(str(checkpoint / "model.safetensors"))  # complete and readable
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(small_data, tmp_path):
     # with mixup and cutmix on, so that their random draws must resume where they stopped too
     args = ["train.py", "--data", str(small_data), "--epochs", "5", "--mixup", "0.4", "--cutmix", "1.0", *TINY_TRAIN_ARGS]
@@ -168,6 +176,7 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(small_data, tmp_
     assert not list((interrupted / "checkpoints").glob("*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
 def test_unreachable_hub_dataset_is_one_sentence(script, tmp_path, tiny_model_dir):
     model = ["--model", str(tiny_model_dir)] if script == "evaluate.py" else []
@@ -186,6 +195,7 @@ print(pid, "tcmalloc" in open("/proc/self/maps").read())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD and /proc are Linux")
 def test_training_processes_re_execute_under_tcmalloc_once(tmp_path):
     from modeling.runtime import find_tcmalloc
