@@ -12,6 +12,7 @@ Nothing is asserted: the numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import statistics
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 from benchmarks.load_test import free_port
 from modeling.files import write_json_atomic
@@ -27,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"
 
 
-def cold_start_seconds(model: str) -> float:
-    """`python app.py` from process start until the first answer is back at a gradio_client."""
+@contextlib.contextmanager
+def started_demo(model: str) -> Iterator[tuple[Any, float]]:
+    """`python app.py` started as users start it; yields (a gradio_client on it, seconds from process start until
+    its first answer came back), and kills it afterwards."""
     from gradio_client import Client, handle_file
 
     port = free_port()
@@ -37,12 +41,17 @@ def cold_start_seconds(model: str) -> float:
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         process.stdout.readline()  # "Demo running at ..." once the server listens
-        Client(f"http://127.0.0.1:{port}/", verbose=False).predict(handle_file(str(EXAMPLE)), heatmap=False,
-                                                                    api_name="/predict")
-        return time.perf_counter() - started
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict(handle_file(str(EXAMPLE)), heatmap=False, api_name="/predict")
+        yield client, time.perf_counter() - started
     finally:
         process.kill()
         process.wait()
+
+
+def cold_start_seconds(model: str) -> float:
+    with started_demo(model) as (_, seconds):
+        return seconds
 
 
 def import_seconds(module: str) -> float:

@@ -237,23 +237,17 @@ def demo_latency(model_id: str, repeats: int) -> dict:
     """`python app.py` as users start it: cold start to first answer, then warm latencies."""
     from gradio_client import Client, handle_file
 
-    from benchmarks.load_test import free_port, percentiles
-    port = free_port()
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py", "--model", model_id, "--port", str(port)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        process.stdout.readline()  # "Demo running at ..." once the server listens
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    from benchmarks.cold_start import started_demo
+    from benchmarks.load_test import percentiles
+    with started_demo(model_id) as (client, cold_start):
         image = handle_file(str(EXAMPLE))
-        client.predict(image, heatmap=False, api_name="/predict")
-        results = {"cold_start_to_first_answer_s": time.perf_counter() - started}
+        results = {"cold_start_to_first_answer_s": cold_start}
         for heatmap in (False, True):
             results["with_heatmap" if heatmap else "without_heatmap"] = percentiles(timed_calls(
                 lambda: client.predict(image, heatmap=heatmap, api_name="/predict"), repeats))
         # gradio_client builds a new httpx client, and with it a TLS context, for every upload and queue join,
         # even over plain http; ssl_verify=False makes that context cheap (no CA bundle to load)
-        plain_http = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+        plain_http = Client(client.src, verbose=False, ssl_verify=False)
         results["without_heatmap_ssl_verify_false"] = percentiles(timed_calls(
             lambda: plain_http.predict(image, heatmap=False, api_name="/predict"), repeats))
         examples = sorted((ROOT / "examples").glob("*.jpeg"))
@@ -266,9 +260,6 @@ def demo_latency(model_id: str, repeats: int) -> dict:
             client.predict(file, heatmap=False, api_name="/predict")
         results["single_requests_32_images_s"] = time.perf_counter() - started
         return results
-    finally:
-        process.kill()
-        process.wait()
 
 
 def evaluate_seconds(model_id: str, data: str) -> float:
