@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .artifacts import REFIT, check_fitted_for, deployment, file_record
 from .probability import calibrated_probs
 from .explain import grad_cam
-from .files import ModelLoadError, resolve_model_folder
+from .files import ModelLoadError, file_sha256, resolve_model_folder
 from .model import PneumoniaClassifier
 from .ood import IN_DISTRIBUTION, StagedDetector, ood_verdicts
 from .preprocessing import eval_transform, normalize, to_rgb
@@ -85,7 +85,7 @@ class Predictor:
     def __init__(self, model: PneumoniaClassifier, *, ood: Optional[StagedDetector] = None,
                  int8_calibration: Optional[dict[str, torch.Tensor]] = None, device: Optional[torch.device | str] = None,
                  precision: Optional[str] = None, views: Optional[list[dict[str, float]]] = None, compile: bool = False,
-                 int8_package_dir: Optional[Path] = None):
+                 int8_package_dir: Optional[Path] = None, int8_identity: Optional[str] = None):
         """`precision` and `views` override config.json's (training-time validation runs in the training precision,
         the image alone).
         `compile=True`: torch.compile with freezing (batch norm folded, weights pre-packed); the first call of
@@ -102,7 +102,8 @@ class Predictor:
         if self.precision == "int8":
             if int8_calibration is None:
                 raise ValueError("an int8 model needs its int8 calibration")
-            self.forward: Callable = Int8Forward(self.model, int8_calibration, package_dir=int8_package_dir)
+            self.forward: Callable = Int8Forward(self.model, int8_calibration, package_dir=int8_package_dir,
+                                                 identity=int8_identity)
         else:
             self.forward = self.model.forward_with_features
             if compile:
@@ -130,13 +131,14 @@ class Predictor:
             ood, metadata = StagedDetector.load(folder / config.ood["file"])
             check_fitted_for("out-of-distribution detector", file_record(metadata, "out-of-distribution detector"),
                              expected)
-        calibration = None
+        calibration, identity = None, None
         if config.precision == "int8":
             check_fitted_for("int8 calibration", config.quantization.get("fitted_for"), expected)
             calibration, metadata = load_calibration(folder / config.quantization["file"])
             check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
+            identity = f"{expected['weights_sha256']}:{file_sha256(folder / config.quantization['file'])}"
         predictor = cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile,
-                        int8_package_dir=int8_package_dir)
+                        int8_package_dir=int8_package_dir, int8_identity=identity)
         if ood is not None and ood.sizes != predictor.feature_sizes():
             raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
                                  f"version computes {predictor.feature_sizes()}; refit it: {REFIT}")

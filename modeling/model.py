@@ -123,14 +123,16 @@ class PneumoniaClassifier(
     def _from_pretrained(cls, *, model_id: str, config: Optional[dict] = None, **_: Any) -> "PneumoniaClassifier":
         if config is None:
             raise ModelLoadError(f"{model_id} has no config.json.")
-        model = cls(config, pretrained=False)
-        load_weights(model.backbone, os.path.join(model_id, WEIGHTS_NAME))
+        with torch.device("meta"):  # no random initialisation of weights that are loaded next (a second at start)
+            model = cls(config, pretrained=False)
+        load_weights(model.backbone, os.path.join(model_id, WEIGHTS_NAME), assign=True)
         return model
 
 
-def load_weights(module: nn.Module, path: Union[str, Path]) -> None:
+def load_weights(module: nn.Module, path: Union[str, Path], assign: bool = False) -> None:
     """Strict load: corrupt files, missing or unexpected keys and wrong shapes are all refused.
-    Weights stored in another float dtype (bf16 halves the download) are cast to the module's."""
+    Weights stored in another float dtype (bf16 halves the download) are cast to the module's.
+    `assign=True` puts the loaded tensors in place of the module's own (for a module built on the meta device)."""
     if not os.path.exists(path):
         raise ModelLoadError(f"The model folder has no {WEIGHTS_NAME} (only safetensors weights are loaded).")
     state, _ = load_tensors(path, "weights file")
@@ -149,4 +151,6 @@ def load_weights(module: nn.Module, path: Union[str, Path]) -> None:
     if problems:
         raise ModelLoadError(f"The weights in {Path(path).name} do not match the architecture in config.json: "
                              + ", ".join(problems) + ".")
-    module.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=assign)

@@ -123,14 +123,20 @@ def quantized(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size
     return _torchao()[0].convert_pt2e(prepared)
 
 
-def package_key(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size: int) -> str:
-    """A name for the compiled graph that changes with anything it was built from: the weights, the calibration, the
-    batch size, the library versions and the CPU's instruction set."""
+def tensors_identity(model: nn.Module, calibration: dict[str, torch.Tensor]) -> str:
+    """A hash of the weights and the calibration themselves (a loaded model folder has cheaper ones: its files')."""
     digest = hashlib.sha256()
     for tensors in (model.state_dict(), calibration):
         for name in sorted(tensors):
             digest.update(name.encode())
             digest.update(tensors[name].detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def package_key(model: nn.Module, identity: str, batch_size: int) -> str:
+    """A name for the compiled graph that changes with anything it was built from: the weights and the calibration
+    (`identity`), the batch size, the library versions and the CPU's instruction set."""
+    digest = hashlib.sha256(identity.encode())
     digest.update(json.dumps({"batch": batch_size, "size": model.config.image_size, "torch": torch.__version__,
                               "torchao": version("torchao"), "cpu": torch.backends.cpu.get_cpu_capability()},
                              sort_keys=True).encode())
@@ -154,10 +160,13 @@ class Int8Forward:
     """Called like `forward_with_features`, run in int8: one compiled graph per batch size (from `package_dir`,
     where given, when an earlier process compiled it)."""
 
-    def __init__(self, model: nn.Module, calibration: dict[str, torch.Tensor], package_dir: Path | None = None):
+    def __init__(self, model: nn.Module, calibration: dict[str, torch.Tensor], package_dir: Path | None = None,
+                 identity: str | None = None):
+        """`identity`: what names these weights and this calibration (default: a hash of the tensors)."""
         self.model = model
         self.calibration = calibration
         self.package_dir = Path(package_dir) if package_dir is not None else None
+        self.identity = identity
         self.compiled: dict[int, Callable] = {}
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +184,8 @@ class Int8Forward:
     def _build(self, n: int, example: torch.Tensor) -> Callable:
         if self.package_dir is None:
             return torch.compile(quantized(self.model, self.calibration, n))
-        path = self.package_dir / f"int8-{package_key(self.model, self.calibration, n)}.pt2"
+        self.identity = self.identity or tensors_identity(self.model, self.calibration)
+        path = self.package_dir / f"int8-{package_key(self.model, self.identity, n)}.pt2"
         if path.exists():
             try:
                 return torch._inductor.aoti_load_package(str(path))

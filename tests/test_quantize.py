@@ -39,6 +39,22 @@ def test_int8_model_is_saved_with_its_calibration_and_gives_the_float_answers(in
     assert np.abs(int8_probs - float_probs).max() < 0.05
 
 
+
+def test_compiled_int8_packages_are_kept_and_loaded_by_the_next_predictor(int8_model_dir, small_data, tmp_path):
+    """With a package folder, the first predictor compiles each batch size into a package there; another one (as
+    in the next process) loads it and answers exactly as the graph compiled in memory does."""
+    images = [load_rgb(path) for path in sorted((small_data / "test" / "PNEUMONIA").iterdir())[:3]]
+    compiled = Predictor.from_pretrained(int8_model_dir).probabilities(images)
+    packages = tmp_path / "int8"
+    first = Predictor.from_pretrained(int8_model_dir, int8_package_dir=packages).probabilities(images)
+    written = sorted(packages.glob("*.pt2"))
+    assert len(written) == 1  # one batch size: one image at a time
+    stamp = written[0].stat().st_mtime_ns
+    again = Predictor.from_pretrained(int8_model_dir, int8_package_dir=packages).probabilities(images)
+    assert sorted(packages.iterdir()) == written and written[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    np.testing.assert_array_equal(first, compiled)
+    np.testing.assert_array_equal(again, compiled)
+
 def test_int8_without_calibration_is_refused():
     config = ModelConfig(architecture="test_resnet").to_dict()
     config["inference"]["precision"] = "int8"
