@@ -275,7 +275,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heatmaps", help="also write the Grad-CAM overlay of each image flagged to this folder")
     p.add_argument("--split", default="train", help="the split of a Hub dataset")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the deployed model's own)")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="decoding processes")
+    p.add_argument("--workers", type=int, default=max(0, (os.cpu_count() or 2) // 2 - 1),
+                   help="decoding processes (default: half the cores less one; 0 decodes in the main process, which "
+                        "was the faster on 2 cores, where the network takes both: docs/speed.md)")
     p.add_argument("--shard-size", type=int, default=2048, help="files per part on disk (bounds memory)")
     return p.parse_args(argv)
 

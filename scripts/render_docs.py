@@ -366,9 +366,11 @@ def cold_start_lines() -> list[str]:
     lines = ["## Cold start", "",
              "`python app.py` from process start to the first answer at a `gradio_client`, and `import modeling.inference` "
              "alone; medians over repeats, each entry measured on its own code:", "",
-             "| code | cold start to first answer | `import modeling.inference` | command |", "| --- | --- | --- | --- |"]
-    lines += [f"| {e['label']} | {e['cold_start_to_first_answer_s']:.1f} s | {e['import_modeling_inference_s']:.1f} s | "
-              f"`{e['command']}` |" for e in entries]
+             "| code | cold start to first answer | starts | `import modeling.inference` | command |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {e['label']} | {e['cold_start_to_first_answer_s']:.1f} s | median of {len(e['runs_s'])}"
+              + (f", after {len(e['warmup_runs_s'])} not counted" if e.get("warmup_runs_s") else ", the first included")
+              + f" | {e['import_modeling_inference_s']:.1f} s | `{e['command']}` |" for e in entries]
     return lines
 
 

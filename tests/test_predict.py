@@ -58,7 +58,7 @@ def test_worklist_has_one_row_per_file_in_the_demos_order_with_the_predictors_nu
                                                                                       tmp_path):
     output = tmp_path / "worklist.csv"
     result = run_script("predict.py", str(archive), "--output", str(output), "--model", str(tiny_model_dir),
-                        "--shard-size", "5")
+                        "--shard-size", "5", "--workers", "2")  # decoding in worker processes
     rows = read_rows(output)
     files = files_of(archive)
     assert sorted(row["path"] for row in rows) == sorted(p.relative_to(archive).as_posix() for p in files)
