@@ -8,8 +8,9 @@ The output folder holds trained/ (the network the run keeps: its final moving av
 model/ (the deployable folder that `modeling.finalize` makes from it: temperature, threshold,
 out-of-distribution detector and, on a CPU, int8 calibration, all fitted on validation for the
 deployed precision and views; --finalize-* options), training_log.json (the training history),
-data_report.json, split.json and checkpoints/ for --resume. Batch size and learning rate default to what fills the device: 32 images per step at
-1e-3 on a CPU, 256 per GPU on a GPU, the learning rate scaled by sqrt(total batch / 32).
+data_report.json, split.json and checkpoints/ for --resume. Batch size and learning rate default to
+what fills the device: 32 images per step at 1e-3 on a CPU, 256 per GPU on a GPU, the learning rate
+scaled by sqrt(total batch / 32).
 """
 from __future__ import annotations
 

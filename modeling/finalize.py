@@ -54,7 +54,7 @@ from .evaluation import predict_split
 from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, TRAINED_DIR, WEIGHTS_NAME, ModelLoadError,
                     folder_written_whole)
 from .inference import Predictor, default_device, deployment_device
-from .model import PneumoniaClassifier, load_weights
+from .model import PneumoniaClassifier
 from .ood import NOT_AN_XRAY_FACTOR, OOD_FILE, fit_detector
 from .preprocessing import normalize
 from .quantize import CALIBRATION_NAME, calibrate, save_calibration
@@ -175,9 +175,7 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
 
         # 1. the weights as they will be deployed; everything below is fitted on exactly these (possibly rounded)
         trained.save_weights(folder, weights_dtype=WEIGHTS_DTYPES[weights_dtype])
-        network = PneumoniaClassifier(trained.config)
-        load_weights(network.backbone, folder / WEIGHTS_NAME)
-        network.eval()
+        network = PneumoniaClassifier.from_weights(trained.config, folder / WEIGHTS_NAME)
         views, views_choice = list(VIEW_CHOICES.get(tta, [])), None
         if tta == "auto":
             tta, scores = choose_views(network, data, split_file)

@@ -123,16 +123,22 @@ class PneumoniaClassifier(
     def _from_pretrained(cls, *, model_id: str, config: Optional[dict] = None, **_: Any) -> "PneumoniaClassifier":
         if config is None:
             raise ModelLoadError(f"{model_id} has no config.json.")
-        with torch.device("meta"):  # no random initialisation of weights that are loaded next (a second at start)
+        return cls.from_weights(config, os.path.join(model_id, WEIGHTS_NAME))
+
+    @classmethod
+    def from_weights(cls, config: Union[ModelConfig, dict], path: Union[str, Path]) -> "PneumoniaClassifier":
+        """The network of `config` with the weights in the safetensors file `path`, strictly loaded. It is built on
+        the meta device: no random initialisation of weights that are replaced next (a second at start)."""
+        with torch.device("meta"):
             model = cls(config, pretrained=False)
-        load_weights(model.backbone, os.path.join(model_id, WEIGHTS_NAME), assign=True)
-        return model
+        load_weights(model.backbone, path)
+        return model.eval()
 
 
-def load_weights(module: nn.Module, path: Union[str, Path], assign: bool = False) -> None:
-    """Strict load: corrupt files, missing or unexpected keys and wrong shapes are all refused.
-    Weights stored in another float dtype (bf16 halves the download) are cast to the module's.
-    `assign=True` puts the loaded tensors in place of the module's own (for a module built on the meta device)."""
+def load_weights(module: nn.Module, path: Union[str, Path]) -> None:
+    """Strict load: corrupt files, missing or unexpected keys and wrong shapes are all refused. The loaded tensors
+    take the place of the module's own (which may be on the meta device); weights stored in another float dtype
+    (bf16 halves the download) are cast to the module's."""
     if not os.path.exists(path):
         raise ModelLoadError(f"The model folder has no {WEIGHTS_NAME} (only safetensors weights are loaded).")
     state, _ = load_tensors(path, "weights file")
@@ -151,6 +157,5 @@ def load_weights(module: nn.Module, path: Union[str, Path], assign: bool = False
     if problems:
         raise ModelLoadError(f"The weights in {Path(path).name} do not match the architecture in config.json: "
                              + ", ".join(problems) + ".")
-    if assign:
-        state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
-    module.load_state_dict(state, strict=True, assign=assign)
+    state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=True)
