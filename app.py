@@ -52,8 +52,8 @@ LARGE_IMAGE_BYTES = 20_000_000  # uploads above this are decoded one at a time (
 DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
               "hospital; results on adults or other hospitals are unknown. Every image needs a radiologist's read.")
 NOT_AN_XRAY_TEXT = ("### This does not look like a chest X-ray\n"
-                    "The model was trained on frontal chest X-rays of children only, and this image is far from "
-                    "any X-ray it has seen, so no pneumonia assessment is given.")
+                    "The model was trained on frontal chest X-rays of children only, and this image looks like "
+                    "something else (a photo, a document, another kind of scan), so no pneumonia assessment is given.")
 UNLIKE_TRAINING_TEXT = ("**This is unlike the X-rays the model was trained on** (children aged one to five from one "
                         "hospital): an adult's X-ray, another kind of view or another hospital's equipment, say. "
                         "The result below is shown, but it may well be wrong.")

@@ -18,7 +18,6 @@ import argparse
 import math
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
+from modeling.artifacts import git_commit
 from modeling.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
 from modeling.calibration import calibrated_log_loss
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -135,17 +135,6 @@ def load_teacher(folder: Path, config: ModelConfig, device: torch.device) -> Pne
                              f"({theirs.label_names}, mean {theirs.mean}); distil from networks trained alike.")
     teacher.requires_grad_(False)
     return teacher.to(device, memory_format=torch.channels_last).eval()
-
-
-def git_commit() -> str | None:
-    """The commit this code was checked out at (with "+changes" when the tree differs), None outside git."""
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=Path(__file__).parent, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    try:
-        return git("rev-parse", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main(args: argparse.Namespace) -> None:
@@ -331,7 +320,7 @@ def main(args: argparse.Namespace) -> None:
                      threshold_rule=args.finalize_threshold_rule, target_sensitivity=args.finalize_target_sensitivity,
                      weights_dtype=args.finalize_weights_dtype, ood_quantile=args.finalize_ood_quantile,
                      ood_gate=args.finalize_ood_gate,
-                     int8_images=args.finalize_int8_images, command=command, log=log)
+                     int8_images=args.finalize_int8_images, xray_gate=args.finalize_xray_gate, command=command, log=log)
         except (ModelLoadError, DataLoadError) as error:
             sys.exit(str(error))
     accelerator.end_training()

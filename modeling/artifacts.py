@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,13 @@ REFIT = "python -m modeling.finalize MODEL_DIR --data DIR_OR_ID"
 
 def split_fingerprint(folder: Path) -> str | None:
     """sha256 of the train and validation file names in split.json (None where the folder has no split.json)."""
+    return split_fingerprint_of(Path(folder) / SPLIT_NAME)
+
+
+def split_fingerprint_of(split_file: Path) -> str | None:
+    """`split_fingerprint` of a split.json anywhere (None where there is none)."""
     try:
-        split = json.loads((Path(folder) / SPLIT_NAME).read_text())
+        split = json.loads(Path(split_file).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     names = {side: sorted(split.get(side, [])) for side in ("train", "validation")}
@@ -67,3 +73,15 @@ def file_record(metadata: dict[str, str], what: str) -> dict[str, Any]:
 def file_metadata(settings: dict[str, Any]) -> dict[str, str]:
     """The safetensors metadata that records what an artifact file was fitted for."""
     return {"fitted_for": json.dumps(settings, sort_keys=True)}
+
+
+def git_commit() -> str | None:
+    """The commit this code was checked out at (with "+changes" when the tree differs), None outside git: the
+    provenance that a training log or report records."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None

@@ -5,7 +5,7 @@ timm reads `architecture`, `num_classes`, `label_names`, `model_args` and `pretr
 `inference` (decision threshold, positive label, calibration temperature, and the validation
 operating characteristics that the demo's threshold control shows). This one file drives
 train, evaluate and the app alike; every scalar of a deployed model (threshold, temperature,
-out-of-distribution thresholds) lives here and nowhere else.
+out-of-distribution thresholds, the chest X-ray gate's threshold) lives here and nowhere else.
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ class ModelConfig:
     # loading refuses one fitted for other settings (modeling.artifacts); all are written by modeling.finalize.
     ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution detector: file, thresholds, ...
     quantization: dict[str, Any] = field(default_factory=dict)  # int8 calibration: file, calibration_images, ...
+    # "Is this a chest X-ray at all?" (modeling.gate): file, sha256, threshold, how it was set, its sources.
+    xray_gate: dict[str, Any] = field(default_factory=dict)
     # Test-time augmentation: views averaged with the image as is, e.g. [{"zoom": 1.1, "degrees": 0.0}].
     tta_views: list[dict[str, float]] = field(default_factory=list)
     # Filled by modeling.finalize: how temperature and threshold were chosen and what they gave on
@@ -82,6 +84,7 @@ class ModelConfig:
                 "tta_views": [dict(view) for view in self.tta_views],
                 "ood": self.ood,
                 "quantization": self.quantization,
+                "xray_gate": self.xray_gate,
                 "validation": self.validation,
             },
         }
@@ -133,6 +136,9 @@ class ModelConfig:
         if self.precision == "int8" and not self.quantization.get("file"):
             raise ConfigError("precision 'int8' needs an int8 calibration (inference.quantization.file); "
                               "run python -m modeling.quantize")
+        if self.xray_gate and not (self.xray_gate.get("file") and isinstance(self.xray_gate.get("threshold"), (int, float))):
+            raise ConfigError("inference.xray_gate needs a file and a threshold; run python -m modeling.finalize "
+                              "MODEL_DIR --add-xray-gate GATE_DIR")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
         for view in self.tta_views:
@@ -167,6 +173,8 @@ def _inference_fields(inference: dict[str, Any]) -> dict[str, Any]:
         fields["ood"] = dict(inference["ood"] or {})
     if "quantization" in inference:
         fields["quantization"] = dict(inference["quantization"] or {})
+    if "xray_gate" in inference:
+        fields["xray_gate"] = dict(inference["xray_gate"] or {})
     if "tta_views" in inference:
         fields["tta_views"] = [dict(view) for view in inference["tta_views"] or []]
     if "validation" in inference:

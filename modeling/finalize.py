@@ -3,7 +3,8 @@
     python -m modeling.finalize RUN_DIR --data DIR_OR_ID [--output-dir DIR] [--precision int8|bfloat16|float32]
                                 [--tta default|none|auto] [--threshold-rule sensitivity|youden|prior]
                                 [--target-sensitivity 0.95] [--weights-dtype float32|bfloat16]
-                                [--ood-gate as-is|augmented]
+                                [--ood-gate as-is|augmented] [--xray-gate GATE_DIR]
+    python -m modeling.finalize MODEL_DIR --add-xray-gate GATE_DIR
 
 RUN_DIR is a training run's folder: its network in RUN_DIR/trained/ (or RUN_DIR itself, when it is
 a model folder), split.json and the training log. The deployable folder (default RUN_DIR/model/) is
@@ -19,7 +20,11 @@ test-time views, on the training split that the run saved:
 4. the out-of-distribution detector fitted on train features, scaled on validation (`ood.safetensors`);
    `--ood-gate augmented` fits it on each training image as is and once under the training
    augmentation, and judges "not a chest X-ray" at the thumbnail too (a candidate that
-   `scripts/ood_development.py` compares with the default; the README says why it is not the default).
+   `scripts/ood_development.py` compares with the default; the README says why it is not the default);
+5. `--xray-gate`: the chest X-ray gate that `modeling.gate_training` wrote to GATE_DIR, checked to have
+   learnt this split, is copied in and its threshold goes into config.json. It reads the input image
+   only, so `--add-xray-gate` puts one into a finalized folder (rewritten whole) and leaves every other
+   file as it was.
 Each artifact records what it was fitted for, and config.json is written last. train.py
 runs this at its end with its own defaults.
 """
@@ -45,14 +50,15 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .artifacts import deployment, file_metadata
+from .artifacts import deployment, file_metadata, split_fingerprint_of
 from .augment import BatchAugment, trained_recipe
 from .calibration import THRESHOLD_RULES, calibrated_log_loss, operating_point
 from .config import ModelConfig
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
 from .evaluation import predict_split
-from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, TRAINED_DIR, WEIGHTS_NAME, ModelLoadError,
+from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, TRAINED_DIR, WEIGHTS_NAME, ModelLoadError, file_sha256,
                     folder_written_whole)
+from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, load_deployed as load_xray_gate
 from .inference import Predictor, default_device, deployment_device
 from .model import PneumoniaClassifier
 from .ood import NOT_AN_XRAY_FACTOR, OOD_FILE, fit_detector
@@ -92,6 +98,42 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     parser.add_argument(f"--{prefix}ood-gate", choices=list(OOD_GATES), default="as-is",
                         help="; ".join(f"{name}: {meaning}" for name, meaning in OOD_GATES.items()))
     parser.add_argument(f"--{prefix}int8-images", type=int, default=256, help="training images to calibrate int8 on")
+    parser.add_argument(f"--{prefix}xray-gate", type=Path, default=None, metavar="GATE_DIR",
+                        help="a chest X-ray gate trained on this split (python -m modeling.gate_training): it alone "
+                             "decides 'not a chest X-ray'")
+
+
+
+def install_xray_gate(gate_dir: Path, folder: Path) -> dict[str, Any]:
+    """Copy the gate of `gate_dir` and its record into the model folder being written; returns config.json's
+    `xray_gate` settings. Refused (ModelLoadError) unless the gate learnt the folder's own split."""
+    gate_dir = Path(gate_dir)
+    try:
+        report = json.loads((gate_dir / GATE_REPORT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise ModelLoadError(f"{gate_dir.name} holds no readable {GATE_REPORT_FILE}; it is not a folder that "
+                             "python -m modeling.gate_training wrote.") from None
+    for name in (GATE_FILE, GATE_SOURCES_FILE, GATE_REPORT_FILE):
+        shutil.copy2(gate_dir / name, folder / name)
+    settings = {"file": GATE_FILE, "sha256": file_sha256(folder / GATE_FILE), "threshold": float(report["threshold"]),
+                "threshold_rule": report["threshold_rule"], "architecture": report["architecture"],
+                "input_size": report["input_size"], "sources": GATE_SOURCES_FILE, "report": GATE_REPORT_FILE,
+                "trained_by": report["command"]}
+    load_xray_gate(folder, settings, split_fingerprint_of(folder / SPLIT_NAME))
+    return settings
+
+
+def add_xray_gate(model_dir: Path, gate_dir: Path, log=print) -> None:
+    """Rewrite the finalized folder `model_dir` whole with the gate of `gate_dir` in it; every other file, config.json's
+    other fields included, stays as it was (the gate reads the input image, not the network)."""
+    model_dir = Path(model_dir)
+    config = ModelConfig.load(model_dir / CONFIG_NAME)
+    with folder_written_whole(model_dir) as folder:
+        shutil.copytree(model_dir, folder, dirs_exist_ok=True)
+        settings = install_xray_gate(gate_dir, folder)
+        replace(config, xray_gate=settings).save(folder / CONFIG_NAME)
+    log(f"{model_dir}: chest X-ray gate {settings['architecture']} at {settings['input_size']} px, "
+        f"'not a chest X-ray' below logit {settings['threshold']:.3f}")
 
 
 def _decoded_training_side(config: ModelConfig, data: str, split_file: Path, images: int | None = None) -> Dataset:
@@ -155,7 +197,8 @@ def source_network_folder(run_dir: Path) -> Path:
 def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,
              tta: str = "default", threshold_rule: str = "sensitivity", target_sensitivity: float = 0.95,
              weights_dtype: str = "float32", ood_quantile: float = 0.995, ood_gate: str = "as-is",
-             int8_images: int = 256, command: str | None = None, log=print) -> dict[str, Any]:
+             int8_images: int = 256, xray_gate: Path | None = None, command: str | None = None,
+             log=print) -> dict[str, Any]:
     """Write the deployable model folder `output_dir` (default: RUN_DIR/model) from the run's trained network;
     returns config.json's `validation` record. The folder is built in a hidden sibling and renamed into place, so
     that a finalize stopped at any moment leaves the previous complete folder, or none. `command`: the command line
@@ -231,9 +274,12 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
             f"unlike them beyond {ood_threshold:.3f} (validation quantile {ood_quantile}) at any stage, no chest X-ray "
             f"beyond {NOT_AN_XRAY_FACTOR * ood_threshold:.3f} at {', '.join(stages[i] for i in not_xray_stages)}")
 
+        # 5. the chest X-ray gate
+        gate = install_xray_gate(xray_gate, folder) if xray_gate else {}
+
         # config.json, the folder's one description of how it is deployed, last
         replace(network.config, precision=precision, tta_views=views, temperature=temperature, threshold=threshold,
-                ood=ood, quantization=quantization, validation=validation).save(folder / CONFIG_NAME)
+                ood=ood, quantization=quantization, xray_gate=gate, validation=validation).save(folder / CONFIG_NAME)
     log(f"finalized {out} in {time.time() - started:.0f} s")
     return validation
 
@@ -241,7 +287,10 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", required=True, help="the imagefolder or Hub dataset id the run was trained on")
+    parser.add_argument("--data", help="the imagefolder or Hub dataset id the run was trained on (required, except "
+                                            "with --add-xray-gate)")
+    parser.add_argument("--add-xray-gate", type=Path, metavar="GATE_DIR",
+                        help="only put this chest X-ray gate into the finalized folder RUN_DIR, leaving the rest as it is")
     parser.add_argument("--output-dir", type=Path, help=f"where to write the deployable folder (default: RUN_DIR/{DEPLOYED_DIR})")
     add_arguments(parser)
     return parser.parse_args(argv)
@@ -250,10 +299,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
+        if args.add_xray_gate:
+            return add_xray_gate(args.run_dir, args.add_xray_gate)
+        if not args.data:
+            sys.exit("finalize needs --data: the imagefolder or Hub dataset id the run was trained on")
         finalize(args.run_dir, args.data, args.output_dir, precision=args.precision, tta=args.tta,
                  threshold_rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
                  weights_dtype=args.weights_dtype, ood_quantile=args.ood_quantile, ood_gate=args.ood_gate,
-                 int8_images=args.int8_images,
+                 int8_images=args.int8_images, xray_gate=args.xray_gate,
                  command=" ".join(["python -m modeling.finalize", *(argv if argv is not None else sys.argv[1:])]))
     except (ModelLoadError, DataLoadError) as error:
         sys.exit(str(error))

@@ -23,6 +23,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from .augment import describe as describe_augmentation, trained_recipe
 from .calibration import THRESHOLD_RULES
 from .config import ModelConfig
+from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE
 from .metrics import RATES
 
 CARD_TEMPLATE = Path("model_card.md")  # the project's template, as the commands below are run from its root
@@ -30,7 +31,8 @@ DATASET_ID = "hf-vision/chest-xray-pneumonia"
 MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "int8-calibration.safetensors", "README.md",
                "training_log.json", "data_report.json", "split.json", "validation_thresholds.png",
                "validation_thresholds.json", "eval/metrics.json", "eval/roc.png",
-               "eval/pr.png", "eval/confusion_matrix.png", "eval/reliability.png", "eval/predictions.csv"]
+               "eval/pr.png", "eval/confusion_matrix.png", "eval/reliability.png", "eval/predictions.csv",
+               GATE_FILE, GATE_SOURCES_FILE, GATE_REPORT_FILE, "xray_gate_eval/report.json", "xray_gate_eval/mistakes.png"]
 SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
 CARD_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc")
 
@@ -97,7 +99,19 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         ood_quantile=config.ood.get("quantile"), ood_stages=", ".join(config.ood.get("stages", [])),
         ood_fitted_on=config.ood.get("fitted_on"),
         ood_not_xray_stages=", ".join(config.ood["stages"][i] for i in config.ood.get("not_xray_stages", [])),
+        xray_gate=gate_card_context(model_dir, config),
     )
+
+
+def gate_card_context(model_dir: Path, config: ModelConfig) -> dict[str, Any] | None:
+    """The chest X-ray gate for the card: config.json's settings, its training report (sources, licences, hours)
+    and, where `scripts.xray_gate_report` measured it, its evaluation (xray_gate_eval/report.json)."""
+    if not config.xray_gate:
+        return None
+    evaluation = model_dir / "xray_gate_eval" / "report.json"
+    return {"settings": config.xray_gate, "report": _read_json(model_dir / config.xray_gate["report"],
+                                                                 "it is written by python -m modeling.gate_training"),
+            "evaluation": json.loads(evaluation.read_text()) if evaluation.exists() else None}
 
 
 def reproduction_commands(log: dict[str, Any], config: ModelConfig) -> list[str]:

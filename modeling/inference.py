@@ -10,7 +10,9 @@ network through `Predictor`, so they compute the same numbers the same way:
 - precision: config.json's; int8 is a CPU path (oneDNN kernels), so on a GPU an int8 model runs
   the same weights in bf16 (`runtime_precision`); gradients (Grad-CAM) never run in int8;
 - views: config.json's test-time views, logits averaged; temperature: config.json's;
-- the out-of-distribution gate: config.json's thresholds on the detector beside the weights.
+- verdicts: "not a chest X-ray" from the chest X-ray gate (`modeling.gate`) where config.json names one,
+  "unlike the training X-rays" from the feature-density detector (`modeling.ood`); without a gate the
+  detector also decides "not a chest X-ray", at config.json's thresholds.
 Artifacts beside the weights are loaded only if they were fitted for what config.json deploys
 (`modeling.artifacts`).
 """
@@ -31,8 +33,9 @@ from .artifacts import REFIT, check_fitted_for, deployment, file_record
 from .probability import calibrated_probs
 from .explain import grad_cam
 from .files import ModelLoadError, file_sha256, resolve_model_folder
+from .gate import XrayGate, load_deployed as load_xray_gate
 from .model import PneumoniaClassifier
-from .ood import IN_DISTRIBUTION, StagedDetector, ood_verdicts
+from .ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, ood_verdicts
 from .preprocessing import eval_transform, normalize, to_rgb
 from .quantize import Int8Forward, load_calibration
 from .views import normalized_views
@@ -83,7 +86,7 @@ class Predictor:
     """A network deployed as config.json describes it, on one device."""
 
     def __init__(self, model: PneumoniaClassifier, *, ood: Optional[StagedDetector] = None,
-                 int8_calibration: Optional[dict[str, torch.Tensor]] = None, device: Optional[torch.device | str] = None,
+                 xray_gate: Optional[XrayGate] = None, int8_calibration: Optional[dict[str, torch.Tensor]] = None, device: Optional[torch.device | str] = None,
                  precision: Optional[str] = None, views: Optional[list[dict[str, float]]] = None, compile: bool = False,
                  int8_package_dir: Optional[Path] = None, int8_identity: Optional[str] = None):
         """`precision` and `views` override config.json's (training-time validation runs in the training precision,
@@ -98,6 +101,9 @@ class Predictor:
         self.views = list(self.config.tta_views if views is None else views)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.ood = ood
+        self.xray_gate = xray_gate.to(self.device, memory_format=torch.channels_last).eval() if xray_gate else None
+        if xray_gate is not None and not self.config.xray_gate.get("file"):
+            raise ValueError("a chest X-ray gate needs its threshold in config.json (inference.xray_gate)")
         self.transform = eval_transform(self.config)
         if self.precision == "int8":
             if int8_calibration is None:
@@ -131,13 +137,14 @@ class Predictor:
             ood, metadata = StagedDetector.load(folder / config.ood["file"])
             check_fitted_for("out-of-distribution detector", file_record(metadata, "out-of-distribution detector"),
                              expected)
+        xray_gate = load_xray_gate(folder, config.xray_gate, expected["split_sha256"]) if config.xray_gate else None
         calibration, identity = None, None
         if config.precision == "int8":
             check_fitted_for("int8 calibration", config.quantization.get("fitted_for"), expected)
             calibration, metadata = load_calibration(folder / config.quantization["file"])
             check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
             identity = f"{expected['weights_sha256']}:{file_sha256(folder / config.quantization['file'])}"
-        predictor = cls(model, ood=ood, int8_calibration=calibration, device=device, compile=compile,
+        predictor = cls(model, ood=ood, xray_gate=xray_gate, int8_calibration=calibration, device=device, compile=compile,
                         int8_package_dir=int8_package_dir, int8_identity=identity)
         if ood is not None and ood.sizes != predictor.feature_sizes():
             raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
@@ -162,8 +169,9 @@ class Predictor:
     @torch.no_grad()
     def logits_and_features(self, pixels: torch.Tensor, views: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (or uint8) batch -> (logits averaged over the image as is and the test-time views (N, C),
-        OOD features of the image as is (N, D): the network's stages and the thumbnail), float32, on the
-        predictor's device. `views=False`: the image as is only (its features are the same)."""
+        OOD features of the image as is (N, D): the network's stages, the thumbnail and, with a chest X-ray gate,
+        its logit last (`split_features`)), float32, on the predictor's device. `views=False`: the image as is
+        only (its features are the same)."""
         pixels = pixels.to(self.device)
         if pixels.dtype == torch.uint8:
             pixels = normalize(pixels, self.config)
@@ -171,21 +179,43 @@ class Predictor:
         batch = normalized_views(pixels, self.views if views else [], self.config)
         with autocast(self.precision, self.device):
             logits, features = self.forward(batch.contiguous(memory_format=torch.channels_last))
-        features = torch.cat([features[:n].float(), thumbnail_features(pixels)], dim=1)
+        features = [features[:n].float(), thumbnail_features(pixels)]
+        if self.xray_gate is not None:
+            features.append(self.xray_gate_logits(pixels).unsqueeze(1))
+        features = torch.cat(features, dim=1)
         return logits.float().view(-1, n, logits.shape[-1]).mean(0), features
+
+    @torch.no_grad()
+    def xray_gate_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The gate's logits of "a chest X-ray" (N,), float32, for a normalised batch of network input (the gate reads
+        it as grey levels in [0, 1]); "not a chest X-ray" below config.json's `xray_gate` threshold."""
+        mean, std = (torch.tensor(v, device=self.device).view(1, 3, 1, 1) for v in (self.config.mean, self.config.std))
+        return self.xray_gate(pixels.to(self.device).float() * std + mean).float()
 
     def probabilities_from_logits(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(logits, torch.Tensor):
             logits = logits.cpu().numpy()
         return calibrated_probs(logits, self.config.temperature)
 
-    def verdicts(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
-        """One of modeling.ood.VERDICTS per image (all in distribution without a detector)."""
+    def split_features(self, features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """`logits_and_features`' features -> (the detector's features (N, D), the gate's logits (N,) or None)."""
         if isinstance(features, torch.Tensor):
             features = features.cpu().numpy()
-        if self.ood is None:
-            return np.full(len(features), IN_DISTRIBUTION, dtype=object)
-        return ood_verdicts(self.ood.stage_scores(features), self.config.ood)
+        if self.xray_gate is None:
+            return features, None
+        return features[:, :-1], features[:, -1]
+
+    def verdicts(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One of modeling.ood.VERDICTS per image (all in distribution without a detector or gate). With a gate, the
+        gate alone says "not a chest X-ray" and the detector at most "unlike the training X-rays"."""
+        features, gate_logits = self.split_features(features)
+        verdicts = np.full(len(features), IN_DISTRIBUTION, dtype=object)
+        if self.ood is not None:
+            verdicts = ood_verdicts(self.ood.stage_scores(features), self.config.ood)
+        if gate_logits is not None:
+            verdicts[verdicts == NOT_AN_XRAY] = UNLIKE_TRAINING
+            verdicts[gate_logits < self.config.xray_gate["threshold"]] = NOT_AN_XRAY
+        return verdicts
 
     # --- images
 

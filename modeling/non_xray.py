@@ -104,6 +104,28 @@ def _chart(rng: np.random.Generator, kind: int) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
+CROPS_PER_PHOTO = 4
+
+
+def development_photos(seed: int = 0) -> dict[str, Image.Image]:
+    """The development set of photos, kept apart from the evaluation set and from every training source:
+    Gradio's sample photos (at least 128 px a side), whole and as random crops keeping 40-80% of each side."""
+    import gradio
+    folders = [Path(gradio.__file__).parent / "media_assets" / "images", Path(gradio.__file__).parent / "test_data"]
+    photos: dict[str, Image.Image] = {}
+    for path in sorted(p for folder in folders for p in folder.glob("*.jp*g")):
+        with Image.open(path) as image:
+            if min(image.size) >= 128 and not path.stem.endswith("-copy"):
+                photos[path.stem] = image.convert("RGB")
+    rng = np.random.default_rng(seed)
+    for name, image in list(photos.items()):
+        for i in range(CROPS_PER_PHOTO):
+            w, h = (int(side * rng.uniform(0.4, 0.8)) for side in image.size)
+            x, y = rng.integers(0, image.width - w + 1), rng.integers(0, image.height - h + 1)
+            photos[f"{name}-crop{i}"] = image.crop((int(x), int(y), int(x + w), int(y + h)))
+    return photos
+
+
 def assemble(out_dir: Path, seed: int = 0) -> list[Path]:
     """Write the set as PNG files; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

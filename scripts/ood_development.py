@@ -33,30 +33,12 @@ from PIL import Image, ImageDraw
 from modeling.data import load_data, saved_split
 from modeling.files import SPLIT_NAME, resolve_model_folder
 from modeling.inference import Predictor
+from modeling.non_xray import development_photos
 from modeling.ood import NOT_AN_XRAY_FACTOR
 from modeling.preprocessing import load_rgb
 from modeling.robustness import blur, brightness, contrast, letterbox, rotate
 
 FACTORS = np.round(np.arange(1.5, 8.01, 0.25), 2)
-CROPS_PER_PHOTO = 4
-
-
-def gradio_photos(seed: int = 0) -> dict[str, Image.Image]:
-    """Gradio's sample photos (at least 128 px a side), whole and as random crops keeping 40-80% of each side."""
-    import gradio
-    folders = [Path(gradio.__file__).parent / "media_assets" / "images", Path(gradio.__file__).parent / "test_data"]
-    photos: dict[str, Image.Image] = {}
-    for path in sorted(p for folder in folders for p in folder.glob("*.jp*g")):
-        with Image.open(path) as image:
-            if min(image.size) >= 128 and not path.stem.endswith("-copy"):
-                photos[path.stem] = image.convert("RGB")
-    rng = np.random.default_rng(seed)
-    for name, image in list(photos.items()):
-        for i in range(CROPS_PER_PHOTO):
-            w, h = (int(side * rng.uniform(0.4, 0.8)) for side in image.size)
-            x, y = rng.integers(0, image.width - w + 1), rng.integers(0, image.height - h + 1)
-            photos[f"{name}-crop{i}"] = image.crop((int(x), int(y), int(x + w), int(y + h)))
-    return photos
 
 
 def padded(scale: float):
@@ -83,7 +65,7 @@ XRAY_CHANGES = {"letterbox 16:9": letterbox(16 / 9), "padded x1.4": padded(1.4),
 
 def stage_scores(predictor: Predictor, images: list[Image.Image]) -> np.ndarray:
     """(N, stages) scaled scores of the model's detector, for the image as is (as the app computes them)."""
-    features = [predictor.logits_and_features(predictor.tensor(image), views=False)[1].cpu().numpy()
+    features = [predictor.split_features(predictor.logits_and_features(predictor.tensor(image), views=False)[1])[0]
                 for image in images]
     return predictor.ood.stage_scores(np.concatenate(features))
 
@@ -101,7 +83,7 @@ def main() -> None:
                              "validation")
     xrays = [load_rgb(record["bytes"] or record["path"])
              for record in validation.select(range(0, len(validation), 6))["image"]]
-    photos = gradio_photos()
+    photos = development_photos()
     groups = {"photos, colour": list(photos.values()),
               "photos, greyscale": [image.convert("L").convert("RGB") for image in photos.values()]}
     groups |= {f"X-ray, {name}": [change(image) for image in xrays] for name, change in XRAY_CHANGES.items()}

@@ -126,6 +126,64 @@ def results_block(model_dir: Path) -> str:
     ])
 
 
+# ---------------------------------------------------------------- the chest X-ray gate
+
+def _gate_files(model_dir: Path) -> tuple[dict, dict, dict | None] | None:
+    """(config.json's xray_gate, the gate's training report, its evaluation or None), or None without a gate."""
+    gate = json.loads((model_dir / "config.json").read_text())["inference"].get("xray_gate")
+    if not gate:
+        return None
+    return gate, json.loads((model_dir / gate["report"]).read_text()), _read(model_dir / "xray_gate_eval" / "report.json")
+
+
+def _gate_counts(evaluation: dict) -> dict[str, str]:
+    """Per evaluation group, 'k/n (p%)' of images without an answer (non-X-rays) or wrongly refused (X-rays)."""
+    out = {}
+    for name, g in evaluation["groups"].items():
+        k, rate = (g["no_assessment"], g["no_assessment_rate"]) if "no_assessment" in g else (
+            g["called_not_a_chest_xray"], g["refused_rate"])
+        out[name] = f"{k}/{g['images']} ({100 * rate:.1f}%)"
+    return out
+
+
+def gate_block(model_dir: Path) -> str:
+    """The README's lines on the chest X-ray gate: what it is, what it gets wrong, with the contact sheet."""
+    files = _gate_files(model_dir)
+    if files is None:
+        return "\n".join(_missing("The chest X-ray gate", "python -m modeling.finalize MODEL_DIR --add-xray-gate GATE_DIR"))
+    gate, trained, evaluation = files
+    lines = ["### Photos, documents and other images that are not chest X-rays", "",
+             f"A small {gate['architecture']} at {gate['input_size']} px, trained from scratch against "
+             f"{trained['train']['negative_sources']} photos, paintings, documents, charts and patterns (sources and "
+             "licences below), decides \"not a chest X-ray\" before any probability is shown."]
+    if evaluation is None:
+        return "\n".join(lines + [""] + _missing("Its evaluation", "python -m scripts.xray_gate_report --help"))
+    counts = _gate_counts(evaluation)
+    changed = [name for name in counts if name.startswith("validation X-rays, ")]
+    worst = max(changed, key=lambda n: evaluation["groups"][n]["refused_rate"]) if changed else None
+    lines[-1] += (f" Non-X-ray evaluation images without an answer: {counts['non-X-ray evaluation set']}. Chest X-rays "
+                  f"refused: test {counts['test X-rays']}"
+                  + (f", adult X-rays {counts['adult X-rays (formats)']}" if "adult X-rays (formats)" in counts else "")
+                  + (f", changed validation X-rays at most {counts[worst]} ({worst.split(', ', 1)[1]})" if worst else "")
+                  + f". Every evaluation image it gets wrong, in both directions (`{evaluation['command']}`; all groups in "
+                  "[out of distribution](docs/out-of-distribution.md)):")
+    sheet = (model_dir / "xray_gate_eval" / "mistakes.png").relative_to(ROOT)
+    return "\n".join(lines + ["", f"![the chest X-ray gate's mistakes]({sheet})"])
+
+
+def gate_sources_block(model_dir: Path) -> str:
+    """The README's line on the gate's training images: each source, how many images, its licences."""
+    files = _gate_files(model_dir)
+    if files is None:
+        return "The bundled model has no chest X-ray gate."
+    gate, trained, _ = files
+    sources = "; ".join(f"{name} ({s['kept']}: {', '.join(s['licences'])})" for name, s in trained["sources"].items())
+    return (f"The chest X-ray gate's negatives (`{gate['sources']}` lists every one): Debian packages, with the "
+            f"licences their copyright files give, and images generated here. {sources}. Rebuild and retrain: "
+            f"`apt-get install {' '.join(n for n in trained['sources'] if not n.startswith('generated'))}`, then "
+            f"`{trained['command']}`.")
+
+
 # ---------------------------------------------------------------- docs/experiments.md
 
 def bundle_section(model_dir: Path) -> list[str]:
@@ -261,6 +319,39 @@ def development_lines(model_dir: Path, deployed_ood: dict, candidate_oods: list[
                     "and stages in use were fixed before either set was looked at."]
 
 
+def gate_page_lines(model_dir: Path) -> list[str]:
+    """docs/out-of-distribution.md's section on the chest X-ray gate: how it was trained and every group measured."""
+    files = _gate_files(model_dir)
+    if files is None:
+        return []
+    gate, trained, evaluation = files
+    held = trained["validation"]
+    lines = ["## The chest X-ray gate: \"not a chest X-ray\"", "",
+             f"`{gate['file']}`, a {gate['architecture']} at {gate['input_size']} px trained from scratch with outlier "
+             f"exposure (Hendrycks et al. 2019) for {trained['epochs']} epochs ({trained['hours_on_cpu']:.2f} hours on "
+             f"the CPU): `{trained['command']}`. Positives: the {trained['train']['xrays']} training X-rays of the "
+             f"model's split. Negatives: {trained['train']['negative_images']} images, {trained['train']['negative_sources']} "
+             f"source images whole and as two crops, {trained['augmentation']['greyscale']} in greyscale (sources in "
+             f"the README). Both go through one augmentation: {trained['augmentation']['described']}; and "
+             f"{trained['augmentation']['inverted']} have their grey levels inverted. Its threshold, logit "
+             f"{gate['threshold']:.3f}, follows a rule fixed before training: {gate['threshold_rule']}. With the gate, "
+             "the feature-density detector only says \"unlike the training X-rays\".", "",
+             f"Held out from its training: the model's {held['xrays']} validation X-rays, refused as they are "
+             f"{_pct(held['xrays_refused_as_is'])} and under the augmentation {_pct(held['xrays_refused_augmented'])}; "
+             f"{held['held_out_negative_sources']} negative source images, refused {_pct(held['held_out_negatives_refused'])}.", ""]
+    if evaluation is None:
+        return lines + _missing("Its evaluation", "python -m scripts.xray_gate_report --help") + [""]
+    counts = _gate_counts(evaluation)
+    lines += [f"On images it never learnt from (`{evaluation['command']}`): images without an answer for the non-X-rays "
+              "(refused by the reader, or \"not a chest X-ray\"), images called \"not a chest X-ray\" for the X-rays.",
+              "", "| images | should be | no answer |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {'refused' if g['kind'] != 'X-ray' else 'answered'} | {counts[name]} |"
+              for name, g in evaluation["groups"].items()]
+    sheet = (model_dir / "xray_gate_eval" / "mistakes.png").relative_to(ROOT)
+    return lines + ["", "The development photos are Gradio's samples, apart from every training and evaluation source. "
+                    "Every evaluation image the gate gets wrong:", "", f"![the gate's mistakes](../{sheet})", ""]
+
+
 def largest_robustness_cost(metrics: dict) -> tuple[str, float]:
     name, change = min(metrics["robustness"].items(), key=lambda item: item[1]["accuracy"])
     return name, 100 * (metrics["accuracy"] - change["accuracy"])
@@ -275,9 +366,11 @@ def ood_page(model_dir: Path) -> str:
              f"training X-rays{' (' + config['ood']['fitted_on'] + ')' if 'fitted_on' in config['ood'] else ''}, each "
              f"stage scaled by its validation quantile {config['ood']['quantile']}. Beyond that quantile at any stage, "
              "an X-ray is \"unlike the training X-rays\" (the result is shown with a warning); "
-             f"{config['ood']['not_xray_threshold'] / config['ood']['threshold']:g} times as far at "
-             f"{', '.join(config['ood']['stages'][i] for i in config['ood']['not_xray_stages'])}, the image is "
-             "\"not a chest X-ray\" (no assessment).", ""]
+             + ("whether it is a chest X-ray at all is the chest X-ray gate's to say (below)." if config.get("xray_gate")
+                else f"{config['ood']['not_xray_threshold'] / config['ood']['threshold']:g} times as far at "
+                f"{', '.join(config['ood']['stages'][i] for i in config['ood']['not_xray_stages'])}, the image is "
+                "\"not a chest X-ray\" (no assessment)."), ""]
+    lines += gate_page_lines(model_dir)
     if "ood" in metrics:
         lines += ["## On the evaluation sets", "", "```", format_ood(metrics["ood"]), "```", "",
                   "The non-X-ray set (`python -m modeling.non_xray`) holds photos, microscopy, histology, retina fundus, "
@@ -333,8 +426,8 @@ def benchmark_lines() -> list[str]:
     for name, batch in b["inference"].items():
         lines += ["", f"| inference, batch {name.removeprefix('batch')} | latency | images/s | vs baseline |",
                   "| --- | --- | --- | --- |"]
-        lines += [f"| {row['label']} | {row['ms']:.1f} ms | {row['images_per_s']:.1f} | {row['speedup']:.2f}x |"
-                  for row in batch.values()]
+        lines += [f"| {row['label']} | {row['ms']:.1f} ms | {row['images_per_s']:.1f} | "
+                  f"{'-' if variant == 'gate' else format(row['speedup'], '.2f') + 'x'} |" for variant, row in batch.items()]
     verify_off = demo["without_heatmap_ssl_verify_false"]
     lines += [
         "", "## The demo", "", "| `python app.py` through `gradio_client` | p50 | p95 |", "| --- | --- | --- |",
@@ -383,8 +476,9 @@ def load_test_lines() -> list[str]:
             "`python -m benchmarks.load_test --output docs/load_test.json`: the bundled model served by `python app.py` "
             f"as its own process; {r['clients']} concurrent `gradio_client` clients x {r['requests_per_client']} requests, "
             f"the way a Space is used: {mix['single']} single images, {mix['heatmap']} with the Grad-CAM heatmap, "
-            f"{mix['batch']} batches of four, clients in pairs sending the same images at once. Each answer was checked "
-            "against the model's own probability for that image.", "",
+            f"{mix['batch']} batches of four, clients in pairs sending the same images at once, one image in the mix a "
+            "photo that must get no assessment. Each answer was checked against the model's own answer for that image "
+            "(its probability, or none).", "",
             "| sent | answered | lost | wrong | crashed | p50 | p95 | requests/s | server peak memory | files left after SIGTERM | wall time |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| {r['sent']} | {r['answered']} | {r['lost']} | {r['wrong']} | {'yes' if r['crashed'] else 'no'} | "
@@ -427,7 +521,9 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = args.model.resolve()
     readme = ROOT / "README.md"
-    readme.write_text(replace_block(readme.read_text(), "results", results_block(model_dir)))
+    text = replace_block(readme.read_text(), "results", results_block(model_dir))
+    text = replace_block(text, "xray-gate", gate_block(model_dir))
+    readme.write_text(replace_block(text, "gate-sources", gate_sources_block(model_dir)))
     pages = {"experiments.md": experiments_page(model_dir), "out-of-distribution.md": ood_page(model_dir),
              "speed.md": speed_page()}
     for name, text in pages.items():

@@ -12,10 +12,10 @@ PACKAGE = REPO / "modeling"
 LAYERS = [
     {"runtime", "files", "config", "metrics", "probability", "preprocessing", "geometry", "display"},
     {"views", "augment", "data", "calibration", "ood", "artifacts", "checkpointing", "robustness", "plots",
-     "non_xray", "lungs", "worklist"},
+     "non_xray", "lungs", "worklist", "gate", "gate_negatives"},
     {"model"},
     {"quantize", "explain", "inference", "evaluation"},
-    {"finalize", "hub", "shortcuts"},
+    {"finalize", "hub", "shortcuts", "gate_training"},
 ]
 
 

@@ -116,14 +116,14 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_dir, small_data, tmp_path):
-    from scripts.ood_development import gradio_photos
+    from modeling.non_xray import development_photos
     from modeling.non_xray import _package_images
 
     def thumb(image):
         return np.asarray(image.convert("L").resize((16, 16)), dtype=float)
 
     evaluation = [thumb(image) for image in _package_images().values()]
-    development = {name: thumb(image) for name, image in gradio_photos().items() if "-crop" not in name}
+    development = {name: thumb(image) for name, image in development_photos().items() if "-crop" not in name}
     assert len(development) >= 5
     for name, image in development.items():
         assert min(np.abs(image - other).mean() for other in evaluation) > 10, name
