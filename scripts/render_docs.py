@@ -164,7 +164,10 @@ def gate_block(model_dir: Path) -> str:
     lines[-1] += (f" Non-X-ray evaluation images without an answer: {counts['non-X-ray evaluation set']}. Chest X-rays "
                   f"refused: test {counts['test X-rays']}"
                   + (f", adult X-rays {counts['adult X-rays (formats)']}" if "adult X-rays (formats)" in counts else "")
-                  + (f", changed validation X-rays at most {counts[worst]} ({worst.split(', ', 1)[1]})" if worst else "")
+                  + (f", validation X-rays under each of {len(changed)} changes (letterbox, padding, rotation, blur, "
+                     f"exposure, contrast, burnt-in text) at most {counts[worst]}"
+                     + (f" ({worst.split(', ', 1)[1]})" if evaluation["groups"][worst]["refused_rate"] else "")
+                     if worst else "")
                   + f". Every evaluation image it gets wrong, in both directions (`{evaluation['command']}`; all groups in "
                   "[out of distribution](docs/out-of-distribution.md)):")
     sheet = (model_dir / "xray_gate_eval" / "mistakes.png").relative_to(ROOT)
@@ -349,7 +352,10 @@ def gate_page_lines(model_dir: Path) -> list[str]:
               for name, g in evaluation["groups"].items()]
     sheet = (model_dir / "xray_gate_eval" / "mistakes.png").relative_to(ROOT)
     return lines + ["", "The development photos are Gradio's samples, apart from every training and evaluation source. "
-                    "Every evaluation image the gate gets wrong:", "", f"![the gate's mistakes](../{sheet})", ""]
+                    "One evaluation image has informed the recipe: a first gate, which inverted only negatives, refused "
+                    "the MONOCHROME1 DICOM of the adult X-rays (shown inverted, as its tag asks); inverting images of "
+                    "both classes alike, so that inversion says nothing of the class, came after. Every evaluation "
+                    "image the gate gets wrong:", "", f"![the gate's mistakes](../{sheet})", ""]
 
 
 def largest_robustness_cost(metrics: dict) -> tuple[str, float]:

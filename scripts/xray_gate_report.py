@@ -144,7 +144,7 @@ def contact_sheet(mistakes: list[tuple[str, str, Image.Image, float]], threshold
     import matplotlib.pyplot as plt
     rows = max(1, -(-len(mistakes) // SHEET_COLUMNS))
     columns = min(SHEET_COLUMNS, max(1, len(mistakes)))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns + 0.5, 2.5 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(max(6.0, 2.2 * columns + 0.5), 2.5 * rows + 0.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (group, name, image, logit) in zip(axes.flat, mistakes):
@@ -153,7 +153,7 @@ def contact_sheet(mistakes: list[tuple[str, str, Image.Image, float]], threshold
         ax.set_title(f"{group}\n{name[:28]}\n{verdict}, logit {logit:.2f}", fontsize=6)
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no evaluation image\nwrong in either direction", ha="center", va="center")
-    fig.suptitle(f"The chest X-ray gate's mistakes on the evaluation images (threshold: logit {threshold:.2f})",
+    fig.suptitle(f"The chest X-ray gate's mistakes on the evaluation images\n(threshold: logit {threshold:.2f})",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(output, dpi=110)
