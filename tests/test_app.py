@@ -292,8 +292,9 @@ def test_large_images_sent_together_are_each_answered(server, tiny_model_dir, tm
     base = np.asarray(Image.open(REPO / "examples" / "normal-IM-0001-0001.jpeg").convert("L").resize((4800, 4800)),
                       dtype=np.uint16) * 200
     paths = []
-    for i in range(4):  # four 23-megapixel 16-bit PNGs (46 MB of pixels each)
-        Image.fromarray(base + rng.integers(0, 50, base.shape, dtype=np.uint16)).save(tmp_path / f"big-{i}.png")
+    for i in range(4):  # four 23-megapixel 16-bit PNGs (46 MB of pixels each; fast zlib: the default takes 10 s each)
+        Image.fromarray(base + rng.integers(0, 50, base.shape, dtype=np.uint16)).save(tmp_path / f"big-{i}.png",
+                                                                                       compress_level=1)
         paths.append(tmp_path / f"big-{i}.png")
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda p: predict(Client(client.src, verbose=False), p, heatmap=False), paths))
