@@ -144,7 +144,7 @@ def model_split(splits, args: argparse.Namespace):
     return splits[args.split]
 
 
-def _folder_images(folder: Path) -> tuple[list[str], list, list[str]]:
+def read_folder(folder: Path) -> tuple[list[str], list, list[str]]:
     """(names, images, names refused by the reader: too small, too elongated, unreadable)."""
     names, images, refused = [], [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
@@ -168,7 +168,7 @@ def ood_report(predictor: Predictor, test_features: np.ndarray, ood_folders: lis
               "test_xrays_verdicts": {v: int((verdicts == v).sum()) for v in VERDICTS}}
     for key, folders in (("non_xray", ood_folders), ("other_xrays", other_xray_folders)):
         for folder in folders:
-            names, images, refused = _folder_images(folder)
+            names, images, refused = read_folder(folder)
             folder_verdicts = predictor.analyse(images).verdicts if images else np.zeros(0, dtype=object)
             total = len(names) + len(refused)
             counts = {v: int((folder_verdicts == v).sum()) for v in VERDICTS}

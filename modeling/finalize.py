@@ -103,7 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
                              "decides 'not a chest X-ray'")
 
 
-
 def install_xray_gate(gate_dir: Path, folder: Path) -> dict[str, Any]:
     """Copy the gate of `gate_dir` and its record into the model folder being written; returns config.json's
     `xray_gate` settings. Refused (ModelLoadError) unless the gate learnt the folder's own split."""

@@ -51,13 +51,12 @@ class XrayGate(nn.Module):
         pixels = ((pixels - GATE_MEAN) / GATE_STD).contiguous(memory_format=torch.channels_last)
         return self.backbone(pixels)[:, 0]
 
-    def save(self, path: Path, fitted_for: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+    def save(self, path: Path, fitted_for: dict[str, Any]) -> None:
         """bf16 weights (its threshold is set on the same bf16 weights, `modeling.gate_training`)."""
         state = {name: (t.to(torch.bfloat16) if t.is_floating_point() else t)
                  for name, t in self.backbone.state_dict().items()}
         save_tensors(state, path, {"architecture": self.architecture, "size": str(self.size),
-                                   "fitted_for": json.dumps(fitted_for, sort_keys=True),
-                                   **(extra or {})})
+                                   "fitted_for": json.dumps(fitted_for, sort_keys=True)})
 
     @classmethod
     def load(cls, path: str | Path) -> tuple["XrayGate", dict[str, str]]:

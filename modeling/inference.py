@@ -86,7 +86,8 @@ class Predictor:
     """A network deployed as config.json describes it, on one device."""
 
     def __init__(self, model: PneumoniaClassifier, *, ood: Optional[StagedDetector] = None,
-                 xray_gate: Optional[XrayGate] = None, int8_calibration: Optional[dict[str, torch.Tensor]] = None, device: Optional[torch.device | str] = None,
+                 xray_gate: Optional[XrayGate] = None, int8_calibration: Optional[dict[str, torch.Tensor]] = None,
+                 device: Optional[torch.device | str] = None,
                  precision: Optional[str] = None, views: Optional[list[dict[str, float]]] = None, compile: bool = False,
                  int8_package_dir: Optional[Path] = None, int8_identity: Optional[str] = None):
         """`precision` and `views` override config.json's (training-time validation runs in the training precision,
@@ -104,6 +105,9 @@ class Predictor:
         self.xray_gate = xray_gate.to(self.device, memory_format=torch.channels_last).eval() if xray_gate else None
         if xray_gate is not None and not self.config.xray_gate.get("file"):
             raise ValueError("a chest X-ray gate needs its threshold in config.json (inference.xray_gate)")
+        # the gate reads the network's input as grey levels in [0, 1]: normalisation undone, once per image
+        self._input_mean, self._input_std = (torch.tensor(v, device=self.device).view(1, 3, 1, 1)
+                                             for v in (self.config.mean, self.config.std))
         self.transform = eval_transform(self.config)
         if self.precision == "int8":
             if int8_calibration is None:
@@ -189,8 +193,7 @@ class Predictor:
     def xray_gate_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """The gate's logits of "a chest X-ray" (N,), float32, for a normalised batch of network input (the gate reads
         it as grey levels in [0, 1]); "not a chest X-ray" below config.json's `xray_gate` threshold."""
-        mean, std = (torch.tensor(v, device=self.device).view(1, 3, 1, 1) for v in (self.config.mean, self.config.std))
-        return self.xray_gate(pixels.to(self.device).float() * std + mean).float()
+        return self.xray_gate(pixels.to(self.device).float() * self._input_std + self._input_mean).float()
 
     def probabilities_from_logits(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(logits, torch.Tensor):

@@ -34,7 +34,8 @@ from modeling.data import load_data, saved_split
 from modeling.files import SPLIT_NAME, folder_written_whole, resolve_model_folder, write_json_atomic
 from modeling.inference import Predictor
 from modeling.non_xray import assemble, development_photos
-from modeling.preprocessing import ImageLoadError, load_rgb, read_image
+from evaluate import read_folder
+from modeling.preprocessing import load_rgb
 from scripts.ood_development import XRAY_CHANGES
 
 SHEET_COLUMNS = 8
@@ -42,17 +43,6 @@ REPORT_FILE, SHEET_FILE = "report.json", "mistakes.png"
 
 
 THUMBNAIL = 160  # mistakes are kept at this size for the contact sheet
-
-
-def read_folder(folder: Path) -> tuple[list[tuple[str, Image.Image]], list[str]]:
-    """([(name, image)], names the reader refuses), as the demo reads uploads."""
-    images, refused = [], []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            images.append((path.name, read_image(path)))
-        except ImageLoadError:
-            refused.append(path.name)
-    return images, refused
 
 
 def split_images(split, change=None) -> Iterator[tuple[str, Image.Image]]:
@@ -105,12 +95,13 @@ def main() -> None:
     # (group, what the gate should say, (name, image) pairs, how many, names refused by the reader)
     work_dir = tempfile.TemporaryDirectory()
     assemble(Path(work_dir.name))
-    non_xrays, refused = read_folder(Path(work_dir.name))
+    names, images, refused = read_folder(Path(work_dir.name))
+    non_xrays = list(zip(names, images))
     groups = [("non-X-ray evaluation set", "not an X-ray", non_xrays, len(non_xrays), refused),
               ("test X-rays", "X-ray", split_images(splits["test"]), len(splits["test"]), [])]
     if args.formats:
-        images, refused = read_folder(args.formats)
-        groups.append(("adult X-rays (formats)", "X-ray", images, len(images), refused))
+        names, images, refused = read_folder(args.formats)
+        groups.append(("adult X-rays (formats)", "X-ray", list(zip(names, images)), len(images), refused))
     groups += [(f"validation X-rays, {change_name}", "X-ray", split_images(validation, change), len(validation), [])
                for change_name, change in XRAY_CHANGES.items()]
     photos = development_photos()
