@@ -4,6 +4,8 @@
 
 Writes metrics.json, roc.png, pr.png, confusion_matrix.png and predictions.csv to --output-dir.
 The operating threshold is the one stored in the model's config.json (chosen on validation).
+`--ensemble RUN_DIR ...` evaluates the mean probabilities of training runs' networks instead
+(`modeling.ensemble`: bf16, the image alone, temperature and prior threshold fitted on their shared validation side).
 `--split validation` evaluates the validation side of the model's own split.json (the images its
 threshold, temperature and OOD gate were fitted on), so that choices can be checked on validation
 before the test split is evaluated once.
@@ -30,6 +32,7 @@ from torch.utils.data import DataLoader
 from modeling.calibration import expected_calibration_error
 from modeling.data import (DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names,
                            load_data, saved_split)
+from modeling.ensemble import calibrated_predictor, load_ensemble
 from modeling.files import SPLIT_NAME, ModelLoadError, resolve_model_folder, write_json_atomic
 from modeling.inference import Predictor
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
@@ -42,6 +45,8 @@ from modeling.robustness import PERTURBATIONS
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="weights/pneumonia-resnet50", help="model folder or Hugging Face Hub id")
+    p.add_argument("--ensemble", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="evaluate the ensemble of these training runs' networks instead of --model")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     p.add_argument("--data", required=True, help="local imagefolder or Hugging Face Hub dataset id")
     p.add_argument("--split", default="test",
@@ -63,8 +68,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     # precision and views, so the numbers are the ones the demo gives
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     try:
-        predictor = Predictor.from_pretrained(args.model, revision=args.revision, device=accelerator.device)
-    except ModelLoadError as error:
+        predictor, split_file = load_predictor(args, accelerator.device)
+    except (ModelLoadError, DataLoadError) as error:
         sys.exit(str(error))
     config = predictor.config
 
@@ -73,7 +78,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     except DataLoadError as error:
         sys.exit(str(error))
     try:
-        split = model_split(splits, args)
+        split = model_split(splits, args, split_file)
     except (ModelLoadError, DataLoadError) as error:
         sys.exit(str(error))
     split, report = drop_unreadable(split, args.split,
@@ -88,7 +93,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     probs = predictor.probabilities_from_logits(logits)[:, config.positive_index]
 
     metrics = binary_metrics(labels, probs, config.threshold)
-    metrics.update(loss=loss, model=str(args.model), data=str(args.data), split=args.split,
+    metrics.update(loss=loss, model=[str(d) for d in args.ensemble] if args.ensemble else str(args.model),
+                   data=str(args.data), split=args.split,
                    unreadable_skipped=len(report.unreadable), bootstrap=args.bootstrap,
                    command=shlex.join(["python", *sys.argv]))
     metrics["ece"] = expected_calibration_error(labels, probs)
@@ -131,10 +137,18 @@ def evaluate(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def model_split(splits, args: argparse.Namespace):
+def load_predictor(args: argparse.Namespace, device: torch.device) -> tuple[Predictor, Path]:
+    """(the model as deployed, or the ensemble calibrated on validation; the split.json it was trained on)."""
+    if args.ensemble:
+        ensemble, split_file = load_ensemble(args.ensemble)
+        return calibrated_predictor(ensemble, args.data, split_file, device=device), split_file
+    predictor = Predictor.from_pretrained(args.model, revision=args.revision, device=device)
+    return predictor, resolve_model_folder(args.model, revision=args.revision) / SPLIT_NAME
+
+
+def model_split(splits, args: argparse.Namespace, split_file: Path):
     """The split to evaluate: one of the data's, or the validation side of the model's split.json."""
     if args.split == "validation":
-        split_file = resolve_model_folder(args.model, revision=args.revision) / SPLIT_NAME
         if not split_file.exists():
             raise ModelLoadError(f"The model {args.model} has no {SPLIT_NAME}, so its validation images are unknown; "
                                  "pass another --split.")

@@ -37,7 +37,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from modeling.artifacts import git_commit
+from modeling.artifacts import git_commit, split_fingerprint_of
 from modeling.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
 from modeling.calibration import calibrated_log_loss
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -45,7 +45,8 @@ from modeling.config import ModelConfig
 from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
                            label_mapping, label_names, load_data, make_train_val)
 from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, write_json_atomic
-from modeling.finalize import add_arguments as add_finalize_arguments, finalize, source_network_folder
+from modeling.ensemble import Ensemble, load_ensemble
+from modeling.finalize import add_arguments as add_finalize_arguments, finalize
 from modeling.inference import Predictor
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
 from modeling.probability import positive_probs
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--ema-decay", type=float, default=0.998,
                    help="also keep an exponential moving average of the weights (0: off)")
-    p.add_argument("--teachers", nargs="+", metavar="MODEL_DIR",
+    p.add_argument("--teachers", nargs="+", metavar="RUN_DIR",
                    help="distil: train on the mean class probabilities of these networks (an ensemble) on the very "
                         "same augmented batch, instead of the labels (Hinton et al. 2015; Beyer et al. 2022)")
     p.add_argument("--val-fraction", type=float, default=0.15)
@@ -126,13 +127,17 @@ def training_sizes(args: argparse.Namespace) -> list[int]:
     return sizes
 
 
-def load_teacher(folder: Path, config: ModelConfig, device: torch.device) -> PneumoniaClassifier:
-    """A frozen network of an earlier run, checked to read the images as the student does."""
-    teacher = PneumoniaClassifier.from_pretrained(source_network_folder(folder))
+def load_teacher(run_dirs: list[str], config: ModelConfig, split_file: Path, device: torch.device) -> Ensemble:
+    """The frozen ensemble of earlier runs' networks, checked to read the images as the student does and to have
+    been trained on the student's split: a teacher that saw the validation images would leak them into it."""
+    teacher, teachers_split = load_ensemble(run_dirs)
     theirs = teacher.config
     if (theirs.label_names, theirs.mean, theirs.std) != (config.label_names, config.mean, config.std):
-        raise ModelLoadError(f"The teacher in {folder.name} has other labels or normalisation than the student "
+        raise ModelLoadError(f"The teachers have other labels or normalisation than the student "
                              f"({theirs.label_names}, mean {theirs.mean}); distil from networks trained alike.")
+    if split_fingerprint_of(teachers_split) != split_fingerprint_of(split_file):
+        raise ModelLoadError("The teachers were trained on another train/validation split than the student; "
+                             "pass the teachers' split.json as --split-file.")
     teacher.requires_grad_(False)
     return teacher.to(device, memory_format=torch.channels_last).eval()
 
@@ -214,7 +219,8 @@ def main(args: argparse.Namespace) -> None:
     criterion = (SoftTargetCrossEntropy() if mix or args.teachers
                  else torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
     try:
-        teachers = [load_teacher(Path(folder), config, accelerator.device) for folder in args.teachers or []]
+        teacher = (load_teacher(args.teachers, config, out / "split.json", accelerator.device)
+                   if args.teachers else None)
     except ModelLoadError as error:
         sys.exit(str(error))
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
@@ -249,9 +255,9 @@ def main(args: argparse.Namespace) -> None:
             pixels, targets = augment(batch["pixel_values"], output_size=sizes[epoch]), batch["label"]
             if mix is not None:
                 pixels, targets = mix(pixels, targets)
-            if teachers:  # the ensemble's answer on exactly what the student sees ("consistent teaching")
+            if teacher is not None:  # the ensemble's answer on exactly what the student sees ("consistent teaching")
                 with torch.no_grad(), accelerator.autocast():
-                    targets = torch.stack([teacher(pixels).float().softmax(-1) for teacher in teachers]).mean(0)
+                    targets = teacher(pixels).softmax(-1)
             with accelerator.autocast():
                 loss = criterion(model(pixels), targets)
             accelerator.backward(loss)

@@ -104,6 +104,13 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.path.exists(source)
 
 
+def source_network_folder(run_dir: Path) -> Path:
+    """Where a run keeps its trained network: `RUN_DIR/trained/` (train.py), or RUN_DIR itself when it is a model
+    folder (an earlier deployable folder, refinalized for other settings)."""
+    trained = Path(run_dir) / TRAINED_DIR
+    return trained if (trained / CONFIG_NAME).exists() else Path(run_dir)
+
+
 def resolve_model_folder(source: Union[str, Path], revision: str | None = None, cache_dir: Any = None,
                          force_download: bool = False, local_files_only: bool = False, token: Any = None) -> Path:
     """A local folder holding the model's files: `source` itself, or one revision of a Hub repo."""

@@ -56,8 +56,8 @@ from .calibration import THRESHOLD_RULES, calibrated_log_loss, operating_point
 from .config import ModelConfig
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
 from .evaluation import predict_split
-from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, TRAINED_DIR, WEIGHTS_NAME, ModelLoadError, file_sha256,
-                    folder_written_whole)
+from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256,
+                    folder_written_whole, source_network_folder)
 from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, load_deployed as load_xray_gate
 from .inference import Predictor, default_device, deployment_device
 from .model import PneumoniaClassifier
@@ -184,13 +184,6 @@ def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> t
         labels, logits, _ = predict_split(predictor, data, split_file, "validation")
         scores[name] = calibrated_log_loss(logits, labels, network.config.positive_index)[0]
     return min(scores, key=scores.get), scores
-
-
-def source_network_folder(run_dir: Path) -> Path:
-    """Where a run keeps its trained network: `RUN_DIR/trained/` (train.py), or RUN_DIR itself when it is a model
-    folder (an earlier deployable folder, refinalized for other settings)."""
-    trained = Path(run_dir) / TRAINED_DIR
-    return trained if (trained / CONFIG_NAME).exists() else Path(run_dir)
 
 
 def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,

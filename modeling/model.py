@@ -75,10 +75,20 @@ class PneumoniaClassifier(
                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits, OOD features (N, sum(feature_sizes())), the last stage's feature map (N, C, h, w)).
         The feature map is what Grad-CAM differentiates against (`modeling.explain`)."""
-        final, intermediates = self.backbone.forward_intermediates(pixel_values, indices=self._intermediate_stages())
+        final, intermediates = self.forward_stages(pixel_values)
+        logits, features = self.forward_from_stages(final, intermediates)
+        return logits, features, final
+
+    def forward_stages(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(the last stage's feature map, the intermediate stages' maps): the trunk, up to the head."""
+        return self.backbone.forward_intermediates(pixel_values, indices=self._intermediate_stages())
+
+    def forward_from_stages(self, final: torch.Tensor, intermediates: list[torch.Tensor]
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, OOD features) from `forward_stages`' maps: the head."""
         pre_logits = self.backbone.forward_head(final, pre_logits=True)
         features = torch.cat([stage.mean(dim=(2, 3)) for stage in intermediates] + [pre_logits], dim=1)
-        return self.backbone.get_classifier()(pre_logits), features, final
+        return self.backbone.get_classifier()(pre_logits), features
 
     def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, OOD features): one pass serving both the answer and the out-of-distribution check."""

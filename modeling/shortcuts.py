@@ -9,11 +9,13 @@ computed on validation images, measure two things that change between hospitals 
 
     python -m modeling.shortcuts --model runs/candidate --data ../shared/data/chest_xray --output-dir runs/candidate/shortcuts
     python -m modeling.shortcuts --model weights/pneumonia-resnet50 --data ... --output-dir ... --contact-sheet
+    python -m modeling.shortcuts --ensemble runs/seed1 runs/seed2 runs/seed3 --data ... --output-dir ...
 
 Writes shortcuts.json and shortcuts.png (Grad-CAM of six NORMAL and six PNEUMONIA validation images with their
 lung fields); --contact-sheet also writes lung_fields.png, the fields and thorax boxes of 48 images, to check
 the localisation by eye. The model runs as its folder deploys it (precision, views, temperature, threshold),
-or in --precision, the image alone, for a training run's candidate.
+or in --precision, the image alone, for a training run's candidate; an ensemble of runs (`modeling.ensemble`) runs
+as it is evaluated, in bf16, the image alone.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .data import label_mapping, label_names, load_data, saved_split
 from .display import overlay
+from .ensemble import ENSEMBLE_PRECISION, load_ensemble
 from .config import ModelConfig
 from .files import SPLIT_NAME, resolve_model_folder, write_json_atomic
 from .inference import Predictor
@@ -153,10 +156,10 @@ def contact_sheet(images: Sequence[Image.Image], config: ModelConfig, path: Path
     sheet.save(path)
 
 
-def validation_images(model_folder: Path, data: str, label_order: Sequence[str], positive_label: str
+def validation_images(split_file: Path, data: str, label_order: Sequence[str], positive_label: str
                       ) -> tuple[list[Image.Image], np.ndarray]:
-    """The validation side of the model's split.json, decoded, with labels (True: positive)."""
-    subset = saved_split(load_data(data), model_folder / SPLIT_NAME, "validation")
+    """The validation side of a split.json, decoded, with labels (True: positive)."""
+    subset = saved_split(load_data(data), split_file, "validation")
     to_model = label_mapping(label_names(subset), label_order)
     images = [to_rgb(read_image(r["bytes"] or r["path"])) for r in tqdm(subset["image"], desc="reading", leave=False)]
     positive = np.array([label_order[to_model[label]] == positive_label for label in subset["label"]])
@@ -165,7 +168,9 @@ def validation_images(model_folder: Path, data: str, label_order: Sequence[str],
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a model folder (with split.json) or a training run's folder")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a model folder (with split.json) or a training run's folder")
+    which.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", help="the ensemble of these training runs' networks")
     p.add_argument("--data", required=True)
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--precision", choices=["float32", "bfloat16"],
@@ -174,18 +179,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-gradcam", action="store_true", help="only the black-out and crop scores")
     p.add_argument("--contact-sheet", action="store_true", help="also draw the lung fields of 48 validation images")
     args = p.parse_args(argv)
-    folder = resolve_model_folder(args.model)
-    predictor = Predictor.from_pretrained(folder)
-    if args.precision:
-        predictor = Predictor(predictor.model, precision=args.precision, views=[])
+    if args.ensemble:
+        ensemble, split_file = load_ensemble(args.ensemble)
+        predictor, name = Predictor(ensemble, precision=ENSEMBLE_PRECISION, views=[]), "ensemble"
+    else:
+        folder = resolve_model_folder(args.model)
+        predictor, split_file, name = Predictor.from_pretrained(folder), folder / SPLIT_NAME, folder.name
+        if args.precision:
+            predictor = Predictor(predictor.model, precision=args.precision, views=[])
     config = predictor.config
-    images, positive = validation_images(folder, args.data, config.label_names, config.positive_label)
+    images, positive = validation_images(split_file, args.data, config.label_names, config.positive_label)
     scores, details = shortcut_scores(predictor, images, positive, gradcam=not args.no_gradcam)
-    scores["model"] = str(args.model)
+    scores["model"] = [str(d) for d in args.ensemble] if args.ensemble else str(args.model)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.output_dir / "shortcuts.json", scores)
     if not args.no_gradcam:
-        gradcam_figure(images, positive, details, args.title or folder.name, args.output_dir / "shortcuts.png")
+        gradcam_figure(images, positive, details, args.title or name, args.output_dir / "shortcuts.png")
     if args.contact_sheet:
         order = np.r_[np.flatnonzero(~positive)[:24], np.flatnonzero(positive)[:24]]
         contact_sheet([images[i] for i in order], config, args.output_dir / "lung_fields.png")

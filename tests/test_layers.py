@@ -15,7 +15,7 @@ LAYERS = [
      "non_xray", "lungs", "worklist", "gate", "gate_negatives"},
     {"model"},
     {"quantize", "explain", "inference", "evaluation"},
-    {"finalize", "hub", "shortcuts", "gate_training"},
+    {"finalize", "hub", "shortcuts", "gate_training", "ensemble"},
 ]
 
 

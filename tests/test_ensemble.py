@@ -1,0 +1,82 @@
+"""The deep ensemble (`modeling.ensemble`) on real X-rays, and distillation from it through train.py --teachers."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modeling.config import ModelConfig
+from modeling.ensemble import Ensemble
+from modeling.files import ModelLoadError
+from modeling.inference import Predictor
+from modeling.model import PneumoniaClassifier
+from modeling.preprocessing import load_rgb
+
+from tests.helpers import KERMANY, TINY_TRAIN_ARGS, run_script
+
+IMAGES = [load_rgb(path) for label in ("NORMAL", "PNEUMONIA")
+          for path in sorted((KERMANY / "test" / label).iterdir())[:3]]
+
+
+def _networks(count: int, image_size: int = 64) -> list[PneumoniaClassifier]:
+    torch.manual_seed(0)
+    return [PneumoniaClassifier(ModelConfig(architecture="test_resnet", image_size=image_size)).eval()
+            for _ in range(count)]
+
+
+def test_the_ensemble_answers_its_networks_mean_probability():
+    networks = _networks(3)
+    each = np.stack([Predictor(n, device="cpu", precision="float32", views=[]).probabilities(IMAGES) for n in networks])
+    ensemble = Predictor(Ensemble(networks), device="cpu", precision="float32", views=[])
+    assert np.allclose(ensemble.probabilities(IMAGES), each.mean(0), atol=1e-5)
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # the networks differ, so the mean says something
+
+
+def test_an_ensemble_of_one_network_is_that_network_grad_cam_included():
+    network, = _networks(1)
+    alone = Predictor(network, device="cpu", precision="float32", views=[])
+    ensemble = Predictor(Ensemble([network]), device="cpu", precision="float32", views=[])
+    assert np.allclose(ensemble.probabilities(IMAGES), alone.probabilities(IMAGES), atol=1e-6)
+    for image in IMAGES[::3]:
+        assert alone.grad_cam(image).max() == 1.0
+        assert np.allclose(ensemble.grad_cam(image), alone.grad_cam(image), atol=1e-5)
+
+
+def test_networks_that_read_images_differently_make_no_ensemble():
+    with pytest.raises(ModelLoadError, match="image_size"):
+        Ensemble(_networks(1) + _networks(1, image_size=96))
+
+
+@pytest.mark.slow
+def test_a_student_distilled_from_an_ensemble_and_the_ensemble_evaluated(tiny_run_dir, small_data, tmp_path):
+    split = str(tiny_run_dir / "split.json")
+    second = tmp_path / "second"
+    run_script("train.py", "--data", str(small_data), "--output-dir", str(second), "--epochs", "1", "--seed", "7",
+               "--split-file", split, "--no-finalize", *TINY_TRAIN_ARGS)
+    teachers = [str(tiny_run_dir), str(second)]
+
+    student = tmp_path / "student"
+    run_script("train.py", "--data", str(small_data), "--output-dir", str(student), "--epochs", "1", "--seed", "3",
+               "--split-file", split, "--teachers", *teachers, "--no-finalize", *TINY_TRAIN_ARGS)
+    log = json.loads((student / "training_log.json").read_text())
+    assert log["args"]["teachers"] == teachers and len(log["history"]) == 1
+    PneumoniaClassifier.from_pretrained(student / "trained")
+
+    # teachers that saw the student's validation images would leak them: another split is refused in one sentence
+    refused = run_script("train.py", "--data", str(small_data), "--output-dir", str(tmp_path / "leaky"), "--epochs", "1",
+                         "--seed", "7", "--teachers", *teachers, "--no-finalize", *TINY_TRAIN_ARGS, check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("The teachers were trained on another")
+
+    run_script("evaluate.py", "--ensemble", *teachers, "--data", str(small_data), "--split", "test",
+               "--output-dir", str(tmp_path / "eval"), "--bootstrap", "50")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["model"] == teachers and metrics["n"] == 24 and metrics["views"] == 1
+    assert metrics["threshold"] == 0.5 and metrics["precision_deployed"] == "bfloat16"  # the prior rule
+    assert metrics["temperature"] > 0 and 0 <= metrics["ece"] <= 1
+
+    run_script("-m", "modeling.shortcuts", "--ensemble", *teachers, "--data", str(small_data),
+               "--output-dir", str(tmp_path / "shortcuts"))
+    scores = json.loads((tmp_path / "shortcuts" / "shortcuts.json").read_text())
+    assert scores["model"] == teachers and scores["precision"] == "bfloat16"
+    assert scores["images"] == len(json.loads((tiny_run_dir / "split.json").read_text())["validation"])
