@@ -69,6 +69,25 @@ def gradcam_share_in_lungs(heatmap: np.ndarray, mask: np.ndarray) -> float | Non
     return float((heatmap * mask).sum()) / total if total > 0 else None
 
 
+def lung_fields_as_gradcam(mask: np.ndarray, grid: int) -> np.ndarray:
+    """The map a network that looked at the lung fields and nowhere else would give: the fields averaged over the
+    last feature map's grid, then made a heatmap as Grad-CAM makes one (`modeling.explain`). Its share inside the
+    fields is the most a map at that grid can reach: the yardstick of `gradcam_share_in_lungs`."""
+    import torch
+    cells = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], grid)
+    heatmap = torch.nn.functional.interpolate(cells, size=mask.shape, mode="bilinear", align_corners=False)[0, 0]
+    low, high = heatmap.min(), heatmap.max()
+    return ((heatmap - low) / (high - low) if high > low else torch.zeros_like(heatmap)).numpy()
+
+
+def feature_map_side(predictor: Predictor) -> int:
+    """The side of the last feature map, the grid Grad-CAM is computed on (7 for a ResNet at 224 px)."""
+    import torch
+    side = predictor.config.image_size
+    with torch.no_grad():
+        return predictor.model.forward_with_feature_map(torch.zeros(1, 3, side, side, device=predictor.device))[2].shape[-1]
+
+
 def _change(before: np.ndarray, after: np.ndarray, positive: np.ndarray, threshold: float) -> dict[str, float]:
     flipped = (before >= threshold) != (after >= threshold)
     return {"mean_abs_dp": float(np.abs(after - before).mean()), "flipped": float(flipped.mean()),
@@ -105,6 +124,11 @@ def shortcut_scores(predictor: Predictor, images: Sequence[Image.Image], positiv
         for name, side in (("normal", ~positive), ("pneumonia", positive)):
             values = [s for s, keep in zip(shares, side) if keep and s is not None]
             scores[f"gradcam_in_lungs_{name}"] = float(np.mean(values)) if values else None
+        grid = feature_map_side(predictor)
+        scores["gradcam_grid"] = grid
+        reachable = [gradcam_share_in_lungs(lung_fields_as_gradcam(f.mask, grid), f.mask) for f in fields]
+        reachable = [share for share in reachable if share is not None]
+        scores["gradcam_in_lungs_reachable"] = float(np.mean(reachable)) if reachable else None
     details = {"fields": fields, "probabilities": before, "shares": shares, "heatmaps": heatmaps}
     return scores, details
 

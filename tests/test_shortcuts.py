@@ -8,7 +8,8 @@ from PIL import Image
 from modeling.config import ModelConfig
 from modeling.lungs import FALLBACK_BOX, lung_fields
 from modeling.preprocessing import load_rgb
-from modeling.shortcuts import cropped_to_thorax, fields_of, gradcam_share_in_lungs, outside_thorax_black
+from modeling.shortcuts import (cropped_to_thorax, fields_of, gradcam_share_in_lungs, lung_fields_as_gradcam,
+                                outside_thorax_black)
 
 from tests.helpers import KERMANY, run_script
 
@@ -78,6 +79,14 @@ def test_gradcam_share_in_lungs_is_the_heatmaps_mass_inside_the_fields():
     assert gradcam_share_in_lungs(np.zeros((8, 8)), mask) is None
 
 
+def test_a_map_of_the_lung_fields_themselves_reaches_less_inside_them_at_a_coarser_grid():
+    fields = fields_of(load_rgb(NORMAL[0]), ModelConfig(image_size=224))
+    reachable = {grid: gradcam_share_in_lungs(lung_fields_as_gradcam(fields.mask, grid), fields.mask)
+                 for grid in (7, 14, 224)}
+    assert reachable[224] == pytest.approx(1.0)  # at full resolution the fields themselves are all inside
+    assert fields.mask.mean() < reachable[7] < reachable[14] < 1.0  # coarser grids spill over the edges
+
+
 @pytest.mark.slow
 def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_dir, small_data, tmp_path):
     run_script("-m", "modeling.shortcuts", "--model", str(tiny_model_dir), "--data", str(small_data),
@@ -90,5 +99,6 @@ def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_di
         assert 0 <= values["flipped"] <= 1 and values["mean_abs_dp"] >= 0
         assert values["mean_abs_dp"] >= abs(values["mean_dp_normal"]) * scores["normal"] / scores["images"] - 1e-9
     assert 0 <= scores["gradcam_in_lungs_pneumonia"] <= 1 and scores["views"] == 1
+    assert scores["gradcam_grid"] == 2 and "gradcam_in_lungs_reachable" in scores  # test_resnet: 64 px / 32
     for picture in ("shortcuts.png", "lung_fields.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
