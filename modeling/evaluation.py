@@ -6,8 +6,10 @@ import `datasets`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from .data import attach_transform, label_mapping, label_names, load_data, saved_split
@@ -15,9 +17,12 @@ from .inference import Predictor
 
 
 def predict_split(predictor: Predictor, data: str, split_file: Path, side: str, with_features: bool = False,
-                  views: bool = True, batch_size: int = 32) -> tuple[np.ndarray, ...]:
-    """`Predictor.predict_loader` over one side ("train" or "validation") of the split a training run saved."""
+                  views: bool = True, batch_size: int = 32,
+                  change: Callable[[Image.Image], Image.Image] | None = None) -> tuple[np.ndarray, ...]:
+    """`Predictor.predict_loader` over one side ("train" or "validation") of the split a training run saved, each
+    image first changed by `change` where one is given (`modeling.robustness`)."""
     subset = saved_split(load_data(data), split_file, side)
     to_model = label_mapping(label_names(subset), predictor.config.label_names)
-    loader = DataLoader(attach_transform(subset, predictor.transform, to_model), batch_size=batch_size)
+    transform = predictor.transform if change is None else (lambda image: predictor.transform(change(image)))
+    loader = DataLoader(attach_transform(subset, transform, to_model), batch_size=batch_size)
     return predictor.predict_loader(loader, desc=side, with_features=with_features, views=views)

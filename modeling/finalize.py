@@ -12,7 +12,8 @@ built in a hidden sibling and renamed into place when complete. In the deployed 
 test-time views, on the training split that the run saved:
 1. the weights are written in --weights-dtype (bf16 halves every download), and everything below
    is fitted on exactly those weights; `--tta auto` then deploys the views (the image alone, or
-   with the default views) whose validation log-loss after temperature scaling is lower, in float32;
+   with the default views) whose log-loss after temperature scaling, on validation as it is and under
+   each change of `modeling.robustness`, is lower on average, in float32;
 2. int8 only: activation ranges measured on training images, each with the views
    (`int8-calibration.safetensors`);
 3. temperature and threshold fitted on validation (the threshold by --threshold-rule; every rule's
@@ -63,7 +64,9 @@ from .inference import Predictor, default_device, deployment_device
 from .model import PneumoniaClassifier
 from .ood import NOT_AN_XRAY_FACTOR, OOD_FILE, fit_detector
 from .preprocessing import normalize
+from .probability import log_loss, positive_probs
 from .quantize import CALIBRATION_NAME, calibrate, save_calibration
+from .robustness import PERTURBATIONS
 from .views import DEFAULT_TTA_VIEWS, normalized_views
 
 RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # the run's record, copied into the model folder
@@ -86,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
                         help="inference precision to deploy and fit for (default: int8 on a CPU, bfloat16 on a GPU)")
     parser.add_argument(f"--{prefix}tta", choices=list(VIEW_CHOICES) + ["auto"], default="default",
                         help=f"test-time views: the image as is plus {DEFAULT_TTA_VIEWS} (default), the image alone "
-                             "(none), or whichever of the two has the lower calibrated validation log-loss (auto)")
+                             "(none), or whichever of the two has the lower calibrated validation log-loss, on average over "
+                             "the images as they are and changed as in the robustness report (auto)")
     parser.add_argument(f"--{prefix}threshold-rule", choices=list(THRESHOLD_RULES), default="sensitivity",
                         help="; ".join(f"{name}: {meaning}" for name, (_, meaning) in THRESHOLD_RULES.items()))
     parser.add_argument(f"--{prefix}target-sensitivity", type=float, default=0.95,
@@ -174,16 +178,25 @@ def ood_train_features(predictor: Predictor, data: str, split_file: Path, augmen
     return np.concatenate(as_is + changed)
 
 
-def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> tuple[str, dict[str, float]]:
-    """`--tta auto`: the entry of VIEW_CHOICES with the lower validation log-loss after a temperature fitted on the
-    same logits, predicted in float32 (int8 would need an activation calibration per candidate). Returns
-    (the choice, each candidate's calibrated log-loss)."""
-    scores = {}
-    for name, views in VIEW_CHOICES.items():
+def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> tuple[str, dict[str, Any]]:
+    """`--tta auto`: the entry of VIEW_CHOICES whose calibrated log-loss, averaged over the validation images as they
+    are and under each change of `modeling.robustness` (new data is framed, sharpened and exposed otherwise), is the
+    lower; views cost a forward pass each, so a tie goes to the fewer. The temperature is fitted on the images as they
+    are, as deployment fits it, and applied to the changed ones; predicted in float32 (int8 would need an activation
+    calibration per candidate). Returns (the choice, each candidate's log-loss per change and on average)."""
+    scores: dict[str, Any] = {}
+    for name, views in sorted(VIEW_CHOICES.items(), key=lambda item: len(item[1])):
         predictor = Predictor(network, precision="float32", views=views)
         labels, logits, _ = predict_split(predictor, data, split_file, "validation")
-        scores[name] = calibrated_log_loss(logits, labels, network.config.positive_index)[0]
-    return min(scores, key=scores.get), scores
+        loss, temperature = calibrated_log_loss(logits, labels, network.config.positive_index)
+        per_change = {"as is": loss}
+        for change_name, change in PERTURBATIONS.items():
+            labels, logits, _ = predict_split(predictor, data, split_file, "validation", change=change)
+            positive = labels == network.config.positive_index
+            per_change[change_name] = log_loss(positive, positive_probs(logits, temperature,
+                                                                         network.config.positive_index))
+        scores[name] = {"mean": float(np.mean(list(per_change.values()))), "per_change": per_change}
+    return min(scores, key=lambda name: scores[name]["mean"]), scores
 
 
 def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision: str | None = None,
@@ -215,9 +228,11 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
         if tta == "auto":
             tta, scores = choose_views(network, data, split_file)
             views = list(VIEW_CHOICES[tta])
-            views_choice = {"rule": "auto: the lower validation log-loss after temperature scaling, in float32",
-                            "calibrated_log_loss": scores, "chosen": tta}
-            log("views: " + ", ".join(f"{name} {loss:.4f}" for name, loss in scores.items()) + f" -> {tta}")
+            views_choice = {"rule": "auto: the lower calibrated log-loss averaged over validation as it is and under "
+                                    "each change of modeling.robustness, in float32; a tie goes to the fewer views",
+                            "calibrated_log_loss": {name: score["mean"] for name, score in scores.items()},
+                            "per_change": {name: score["per_change"] for name, score in scores.items()}, "chosen": tta}
+            log("views: " + ", ".join(f"{name} {score['mean']:.4f}" for name, score in scores.items()) + f" -> {tta}")
         fitted_for = deployment(replace(network.config, precision=precision, tta_views=views), folder)
 
         # 2. int8: activation ranges

@@ -26,6 +26,20 @@ def blur(radius: float) -> Callable[[Image.Image], Image.Image]:
     return lambda image: image.filter(ImageFilter.GaussianBlur(radius))
 
 
+def sharpen(radius: float, percent: int) -> Callable[[Image.Image], Image.Image]:
+    """Unsharp masking, as some viewers and processing pipelines apply it."""
+    return lambda image: image.filter(ImageFilter.UnsharpMask(radius=radius, percent=percent, threshold=0))
+
+
+def central_crop(fraction: float) -> Callable[[Image.Image], Image.Image]:
+    """The central `fraction` of each side: a tighter framing."""
+    def crop(image: Image.Image) -> Image.Image:
+        width, height = round(image.width * fraction), round(image.height * fraction)
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        return image.crop((left, top, left + width, top + height))
+    return crop
+
+
 def jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
     def compress(image: Image.Image) -> Image.Image:
         buffer = io.BytesIO()
@@ -56,6 +70,6 @@ PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "rotate +5°": rotate(5), "rotate -10°": rotate(-10),
     "brightness x0.8": brightness(0.8), "brightness x1.2": brightness(1.2),
     "contrast x0.8": contrast(0.8), "contrast x1.2": contrast(1.2),
-    "gaussian blur r=1.5": blur(1.5), "JPEG quality 30": jpeg(30),
-    "half resolution": lower_resolution(0.5), "letterbox 4:3": letterbox(4 / 3),
+    "gaussian blur r=1.5": blur(1.5), "unsharp mask r=2 150%": sharpen(2, 150), "JPEG quality 30": jpeg(30),
+    "half resolution": lower_resolution(0.5), "letterbox 4:3": letterbox(4 / 3), "central crop 85%": central_crop(0.85),
 }

@@ -19,6 +19,7 @@ from modeling.augment import trained_recipe
 from modeling.finalize import ood_train_features
 from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
+from modeling.robustness import PERTURBATIONS
 
 from tests.helpers import REPO, finalize_cli, free_port, run_script
 
@@ -63,7 +64,7 @@ def test_finalize_fits_every_artifact_for_the_deployed_settings(finalized):
     assert "threshold" not in json.loads((folder / "training_log.json").read_text())
 
 
-def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_validation_loss(tiny_model_dir, small_data,
+def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_loss_as_is_and_changed(tiny_model_dir, small_data,
                                                                                    tmp_path, capsys):
     out = tmp_path / "model"
     finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
@@ -72,6 +73,8 @@ def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_validation_lo
     choice = validation["views_choice"]
     scores = choice["calibrated_log_loss"]
     assert set(scores) == {"default", "none"} and choice["chosen"] == min(scores, key=scores.get)
+    for name, per_change in choice["per_change"].items():  # the images as they are and each robustness change
+        assert list(per_change) == ["as is", *PERTURBATIONS] and scores[name] == pytest.approx(np.mean(list(per_change.values())))
     predictor = Predictor.from_pretrained(out)  # loads: every artifact was fitted for the chosen views
     assert len(predictor.config.tta_views) == (3 if choice["chosen"] == "default" else 0)
     assert validation["fitted_for"]["views"] == predictor.config.tta_views
@@ -81,7 +84,7 @@ def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_validation_lo
         finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                    str(fixed), "--precision", "float32", "--tta", views)
         deployed = json.loads((fixed / "config.json").read_text())["inference"]["validation"]
-        assert deployed["log_loss_after"] == pytest.approx(scores[name], abs=1e-6)
+        assert deployed["log_loss_after"] == pytest.approx(choice["per_change"][name]["as is"], abs=1e-6)
 
 
 def test_evaluate_predictor_and_app_give_identical_probabilities(finalized, small_data, tmp_path):
