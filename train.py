@@ -45,7 +45,7 @@ from modeling.config import ModelConfig
 from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
                            label_mapping, label_names, load_data, make_train_val)
 from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, write_json_atomic
-from modeling.ensemble import Ensemble, load_ensemble
+from modeling.ensemble import Ensemble, load_ensemble, member_records
 from modeling.finalize import add_arguments as add_finalize_arguments, finalize
 from modeling.inference import Predictor
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
@@ -221,6 +221,7 @@ def main(args: argparse.Namespace) -> None:
     try:
         teacher = (load_teacher(args.teachers, config, out / "split.json", accelerator.device)
                    if args.teachers else None)
+        teachers = member_records(args.teachers) if args.teachers else None  # for the card: commands, seeds, hours
     except ModelLoadError as error:
         sys.exit(str(error))
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
@@ -311,6 +312,7 @@ def main(args: argparse.Namespace) -> None:
                                                       "commit": git_commit(), "args": vars(args),
                                                       "augmentation": {"recipe": args.augment,
                                                                        **RECIPES[args.augment].to_dict()}, "history": state["history"],
+                                                      "teachers": teachers,
                                                       "best_epoch": state["best_epoch"],
                                                       "best_weights": state.get("best_weights", "weights"),
                                                       "num_processes": accelerator.num_processes,

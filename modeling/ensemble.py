@@ -14,10 +14,11 @@ map is the mean of the members' maps before the ReLU.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -25,7 +26,8 @@ from torch import nn
 from .artifacts import split_fingerprint_of
 from .calibration import operating_point
 from .evaluation import predict_split
-from .files import SPLIT_NAME, ModelLoadError, source_network_folder
+from .files import SPLIT_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256, source_network_folder
+from .hub import epoch_cost
 from .inference import Predictor
 from .model import PneumoniaClassifier
 
@@ -100,6 +102,23 @@ def load_ensemble(run_dirs: Sequence[str | Path]) -> tuple[Ensemble, Path]:
                              "train them with the same --split-file.")
     members = [PneumoniaClassifier.from_pretrained(source_network_folder(run_dir)) for run_dir in run_dirs]
     return Ensemble(members), split_files[0]
+
+
+def member_records(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """What a distilled network's training log keeps of each teacher, so that its card can give the commands, seeds
+    and hours that made them: each run's command, seed, commit, device, training hours and weights' sha256."""
+    records = []
+    for run_dir in map(Path, run_dirs):
+        log_file = run_dir / "training_log.json"
+        if not log_file.exists():
+            raise ModelLoadError(f"{run_dir} has no training_log.json: its training has not finished.")
+        log = json.loads(log_file.read_text())
+        cost = epoch_cost(log)
+        records.append({"run": str(run_dir), "command": log.get("command"), "seed": log["args"].get("seed"),
+                        "commit": log.get("commit"), "device": cost["device"], "hours": cost["hours"],
+                        "batch_size": log["args"].get("batch_size"),
+                        "weights_sha256": file_sha256(source_network_folder(run_dir) / WEIGHTS_NAME)})
+    return records
 
 
 def calibrated_predictor(ensemble: Ensemble, data: str, split_file: Path, device: torch.device | str | None = None,

@@ -62,6 +62,9 @@ def test_a_student_distilled_from_an_ensemble_and_the_ensemble_evaluated(tiny_ru
                "--split-file", split, "--teachers", *teachers, "--no-finalize", *TINY_TRAIN_ARGS)
     log = json.loads((student / "training_log.json").read_text())
     assert log["args"]["teachers"] == teachers and len(log["history"]) == 1
+    # what the card needs of each teacher: its command, seed and hours
+    assert [(t["run"], t["seed"]) for t in log["teachers"]] == [(teachers[0], 42), (teachers[1], 7)]
+    assert all(t["hours"] > 0 and t["command"].startswith("python train.py") for t in log["teachers"])
 
     # teachers that saw the student's validation images would leak them into it: another split is refused
     other_split = tmp_path / "other-split.json"
