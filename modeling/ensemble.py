@@ -124,7 +124,8 @@ def member_records(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
 def calibrated_predictor(ensemble: Ensemble, data: str, split_file: Path, device: torch.device | str | None = None,
                          target_sensitivity: float = 0.95) -> Predictor:
     """The ensemble as it is evaluated: `ENSEMBLE_PRECISION`, the image alone, its temperature fitted on the
-    validation side of `split_file` and its threshold by `THRESHOLD_RULE`, as `modeling.finalize` fits a network's."""
+    validation side of `split_file` and its threshold by `THRESHOLD_RULE`, as `modeling.finalize` fits a network's.
+    The ensemble's config takes them, with what they gave on validation (`validation`)."""
     predictor = Predictor(ensemble, device=device, precision=ENSEMBLE_PRECISION, views=[])
     labels, logits, _ = predict_split(predictor, data, split_file, "validation")
     point = operating_point(logits, labels, ensemble.config.positive_index, THRESHOLD_RULE, target_sensitivity)
