@@ -13,27 +13,32 @@ computed on validation images, measure two things that change between hospitals 
 
 Writes shortcuts.json and shortcuts.png (Grad-CAM of six NORMAL and six PNEUMONIA validation images with their
 lung fields); --contact-sheet also writes lung_fields.png, the fields and thorax boxes of 48 images, to check
-the localisation by eye. The model runs as its folder deploys it (precision, views, temperature, threshold),
-or in --precision, the image alone, for a training run's candidate; an ensemble of runs (`modeling.ensemble`) runs
-as it is evaluated, in bf16, the image alone.
+the localisation by eye. A model folder runs as it is deployed (precision, views, temperature, threshold), or in
+--precision with the image alone; a training run's network, and an ensemble of runs (`modeling.ensemble`), run in
+bf16 (or --precision), the image alone, at threshold 0.5. shortcuts.json also keeps the validation ROC-AUC and what
+the training logs say (command, seed, hours).
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from .data import label_mapping, label_names, load_data, saved_split
 from .display import overlay
 from .ensemble import ENSEMBLE_PRECISION, load_ensemble
 from .config import ModelConfig
-from .files import SPLIT_NAME, resolve_model_folder, write_json_atomic
+from .files import SPLIT_NAME, resolve_model_folder, source_network_folder, write_json_atomic
+from .hub import epoch_cost
 from .inference import Predictor
 from .lungs import LungFields, lung_fields
+from .model import PneumoniaClassifier
 from .preprocessing import read_image, resize_transform, to_rgb
 
 SHOWN_PER_CLASS = 6
@@ -107,7 +112,7 @@ def shortcut_scores(predictor: Predictor, images: Sequence[Image.Image], positiv
     black = predictor.probabilities([outside_thorax_black(i, f) for i, f in zip(images, fields)])[:, p]
     cropped = predictor.probabilities([cropped_to_thorax(i, f) for i, f in zip(images, fields)])[:, p]
     scores: dict[str, Any] = {
-        "images": len(images), "normal": int((~positive).sum()), "pneumonia": int(positive.sum()),
+        "images": len(images), "roc_auc": float(roc_auc_score(positive, before)), "normal": int((~positive).sum()), "pneumonia": int(positive.sum()),
         "threshold": config.threshold, "views": 1 + len(predictor.views), "precision": predictor.precision,
         "lung_fields_found": float(np.mean([f.found for f in fields])),
         "lung_field_area": float(np.mean([f.mask.mean() for f in fields])),
@@ -180,6 +185,18 @@ def contact_sheet(images: Sequence[Image.Image], config: ModelConfig, path: Path
     sheet.save(path)
 
 
+def training_summary(folder: Path) -> dict[str, Any] | None:
+    """What the shortcut table says of how a network was trained, from the training log in its folder (None if none)."""
+    log_file = folder / "training_log.json"
+    if not log_file.exists():
+        return None
+    log = json.loads(log_file.read_text())
+    return {"command": log.get("command"), "commit": log.get("commit"), "seed": log["args"].get("seed"),
+            "recipe": log.get("augmentation", {}).get("recipe"), "hours": epoch_cost(log)["hours"],
+            "device": epoch_cost(log)["device"], "teachers": [t["run"] for t in log.get("teachers") or []],
+            "final_epoch": log["history"][-1] if log.get("history") else None}
+
+
 def validation_images(split_file: Path, data: str, label_order: Sequence[str], positive_label: str
                       ) -> tuple[list[Image.Image], np.ndarray]:
     """The validation side of a split.json, decoded, with labels (True: positive)."""
@@ -206,15 +223,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.ensemble:
         ensemble, split_file = load_ensemble(args.ensemble)
         predictor, name = Predictor(ensemble, precision=ENSEMBLE_PRECISION, views=[]), "ensemble"
+        training = [training_summary(Path(run_dir)) for run_dir in args.ensemble]
     else:
         folder = resolve_model_folder(args.model)
-        predictor, split_file, name = Predictor.from_pretrained(folder), folder / SPLIT_NAME, folder.name
-        if args.precision:
-            predictor = Predictor(predictor.model, precision=args.precision, views=[])
+        split_file, name, training = folder / SPLIT_NAME, folder.name, training_summary(folder)
+        if source_network_folder(folder) != folder:  # a training run: its network, the image alone
+            network = PneumoniaClassifier.from_pretrained(source_network_folder(folder))
+            predictor = Predictor(network, precision=args.precision or ENSEMBLE_PRECISION, views=[])
+        else:
+            predictor = Predictor.from_pretrained(folder)
+            if args.precision:
+                predictor = Predictor(predictor.model, precision=args.precision, views=[])
     config = predictor.config
     images, positive = validation_images(split_file, args.data, config.label_names, config.positive_label)
     scores, details = shortcut_scores(predictor, images, positive, gradcam=not args.no_gradcam)
     scores["model"] = [str(d) for d in args.ensemble] if args.ensemble else str(args.model)
+    scores["title"] = args.title or name
+    scores["training"] = training
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.output_dir / "shortcuts.json", scores)
     if not args.no_gradcam:

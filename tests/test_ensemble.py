@@ -87,4 +87,5 @@ def test_a_student_distilled_from_an_ensemble_and_the_ensemble_evaluated(tiny_ru
                "--output-dir", str(tmp_path / "shortcuts"))
     scores = json.loads((tmp_path / "shortcuts" / "shortcuts.json").read_text())
     assert scores["model"] == teachers and scores["precision"] == "bfloat16"
+    assert [member["seed"] for member in scores["training"]] == [42, 7] and 0 <= scores["roc_auc"] <= 1
     assert scores["images"] == len(json.loads((tiny_run_dir / "split.json").read_text())["validation"])

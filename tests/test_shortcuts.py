@@ -100,5 +100,12 @@ def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_di
         assert values["mean_abs_dp"] >= abs(values["mean_dp_normal"]) * scores["normal"] / scores["images"] - 1e-9
     assert 0 <= scores["gradcam_in_lungs_pneumonia"] <= 1 and scores["views"] == 1
     assert scores["gradcam_grid"] == 2 and "gradcam_in_lungs_reachable" in scores  # test_resnet: 64 px / 32
+    assert scores["training"]["command"].startswith("python train.py") and scores["training"]["hours"] > 0
+    # a training run's folder: its network, bf16, the image alone
+    run_script("-m", "modeling.shortcuts", "--model", str(tiny_model_dir.parent), "--data", str(small_data),
+               "--output-dir", str(tmp_path / "run"), "--no-gradcam")
+    of_run = json.loads((tmp_path / "run" / "shortcuts.json").read_text())
+    assert (of_run["precision"], of_run["views"], of_run["threshold"]) == ("bfloat16", 1, 0.5)
+    assert of_run["training"]["seed"] == 42 and of_run["images"] == scores["images"]
     for picture in ("shortcuts.png", "lung_fields.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
