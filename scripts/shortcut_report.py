@@ -50,13 +50,38 @@ def sharpness_tie(data: str) -> dict[str, float]:
     return result
 
 
-def row(label: str, scores: dict, training: dict | None) -> str:
+# the table's order: the bundle before this work, the proxies that chose the recipe, the seeds, their ensemble,
+# the student distilled from it and the bundle made of it; anything else after them
+ORDER = ("bundle-before", "proxy-", "seed", "ensemble", "student", "bundle")
+
+
+def _rank(stem: str) -> tuple[int, str]:
+    return next((i for i, prefix in enumerate(ORDER) if stem == prefix or stem.startswith(prefix)), len(ORDER)), stem
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def row(stem: str, scores: dict, training: dict | None) -> str:
+    """One table row; `training`: the summary older score files kept beside them (.training.json)."""
     black, crop = scores["outside_thorax_black"], scores["cropped_to_thorax"]
-    val = (f"{training['final_ema']['val_roc_auc']:.4f} | {training['final_ema']['val_calibrated_loss']:.4f}"
-           if training else "| ")
-    return (f"| {label} | {val} | {scores['gradcam_in_lungs_normal']:.0%} | {scores['gradcam_in_lungs_pneumonia']:.0%} | "
+    roc_auc = scores.get("roc_auc", training["final_ema"]["val_roc_auc"] if training else None)
+    views = f"{scores['views']} view{'s' if scores['views'] > 1 else ''}"
+    reachable = (f"{scores['gradcam_in_lungs_reachable']:.0%} ({scores['gradcam_grid']}x{scores['gradcam_grid']})"
+                 if scores.get("gradcam_in_lungs_reachable") is not None else "-")
+    return (f"| {scores.get('title', stem)} ({scores['precision']}, {views}) | "
+            f"{'-' if roc_auc is None else f'{roc_auc:.4f}'} | {_share(scores.get('gradcam_in_lungs_normal'))} | "
+            f"{_share(scores.get('gradcam_in_lungs_pneumonia'))} | {reachable} | "
             f"{black['flipped']:.1%} ({black['flipped_normal']:.1%} / {black['flipped_pneumonia']:.1%}) | "
             f"{black['mean_abs_dp']:.3f} | {crop['flipped']:.1%} | {crop['mean_abs_dp']:.3f} |")
+
+
+def commands_of(scores: dict, training: dict | None) -> list[str]:
+    """The training commands behind a row: its run's, its ensemble members', or an older file's summary's."""
+    summaries = scores.get("training")
+    summaries = summaries if isinstance(summaries, list) else [summaries] if summaries else []
+    return [t["command"] for t in summaries if t and t.get("command")] or ([training["command"]] if training else [])
 
 
 def main() -> None:
@@ -68,19 +93,26 @@ def main() -> None:
              "Grad-CAM inside the lung fields (`modeling/lungs.py`), and the share of decisions that flip, and the mean "
              "|dP|, when everything outside the thorax box is set to black or the image is cropped to it. "
              "Flips are given in all, and for NORMAL / PNEUMONIA images.", "",
-             "| model | val ROC-AUC | val calibrated log-loss | Grad-CAM in lungs, NORMAL | PNEUMONIA | black outside: flips "
+             "| model | val ROC-AUC | Grad-CAM in lungs, NORMAL | PNEUMONIA | reachable (grid) | black outside: flips "
              "(NORMAL / PNEUMONIA) | mean abs dP | cropped: flips | mean abs dP |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for path in sorted(SCORES.glob("*.json")):
-        if path.name.endswith(".training.json"):
-            continue
+    commands: list[str] = []
+    pictures: list[str] = []
+    for path in sorted((p for p in SCORES.glob("*.json") if not p.name.endswith(".training.json")),
+                       key=lambda p: _rank(p.stem)):
         scores = json.loads(path.read_text())
         training_file = path.with_name(path.stem + ".training.json")
         training = json.loads(training_file.read_text()) if training_file.exists() else None
-        label = path.stem + f" ({scores['precision']}, {scores['views']} view{'s' if scores['views'] > 1 else ''})"
-        lines.append(row(label, scores, training))
-    commands = [json.loads(p.read_text())["command"] for p in sorted(SCORES.glob("*.training.json"))]
-    lines += ["", "Proxy runs (ResNet18 from scratch, 128 px, 12 epochs, one seed, the final moving average):", ""]
+        lines.append(row(path.stem, scores, training))
+        if path.with_suffix(".png").exists() and path.stem != "bundle-before":
+            pictures += [f"{scores.get('title', path.stem)}:", "", f"![{path.stem} Grad-CAM](shortcuts/{path.stem}.png)", ""]
+        commands += [command for command in commands_of(scores, training) if command not in commands]
+    lines += ["", "\"Reachable\": the share a map of the lung fields themselves would put inside them at the grid "
+              "Grad-CAM is computed on (a ResNet's last stage: the input side / 32), once averaged over that grid and "
+              "upsampled as Grad-CAM is: the most a network can reach on this measure (files written before it was "
+              "measured say -).",
+              "", "The training commands behind the rows (the proxies: ResNet18 from scratch, 128 px, 12 epochs, one "
+              "seed, the final moving average):", ""]
     lines += [f"    {command}" for command in commands]
     tie = sharpness_tie(args.data)
     lines += ["", "## The sharpness tie", "",
@@ -91,6 +123,7 @@ def main() -> None:
     lines += ["", "Grad-CAM of the bundled model (`bundle-before` above), on six NORMAL and six PNEUMONIA validation images "
               "(lung fields green, thorax box red, amber where no lung was found):", "",
               "![bundle Grad-CAM](shortcuts/bundle-before.png)", "",
+              *(["The same picture for the other rows:", "", *pictures] if pictures else []),
               "Lung fields and thorax boxes of 24 NORMAL and 24 PNEUMONIA validation images, to check the "
               "localisation by eye:", "", "![lung fields](shortcuts/lung_fields.png)", ""]
     (HERE / "shortcuts.md").write_text("\n".join(lines))
