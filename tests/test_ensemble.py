@@ -1,4 +1,6 @@
-"""The deep ensemble (`modeling.ensemble`) on real X-rays, and distillation from it through train.py --teachers."""
+"""The deep ensemble (`modeling.ensemble`) on real X-rays, and distillation from it through train.py --teachers.
+
+Training runs as real processes; evaluate.py and the shortcut scores run their own main in this process."""
 import json
 
 import numpy as np
@@ -12,6 +14,8 @@ from modeling.inference import Predictor
 from modeling.model import PneumoniaClassifier
 from modeling.preprocessing import load_rgb
 
+from evaluate import evaluate, parse_args as parse_evaluate_args
+from modeling.shortcuts import main as shortcuts_main
 from train import load_teacher
 
 from tests.helpers import KERMANY, TINY_TRAIN_ARGS, run_script
@@ -76,15 +80,14 @@ def test_a_student_distilled_from_an_ensemble_and_the_ensemble_evaluated(tiny_ru
         load_teacher(teachers, student_config, other_split, torch.device("cpu"))
     assert load_teacher(teachers, student_config, student / "split.json", torch.device("cpu")).config.image_size == 64
 
-    run_script("evaluate.py", "--ensemble", *teachers, "--data", str(small_data), "--split", "test",
-               "--output-dir", str(tmp_path / "eval"), "--bootstrap", "50")
+    evaluate(parse_evaluate_args(["--ensemble", *teachers, "--data", str(small_data), "--split", "test",
+                                  "--output-dir", str(tmp_path / "eval"), "--bootstrap", "50"]))
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["model"] == teachers and metrics["n"] == 24 and metrics["views"] == 1
     assert metrics["threshold"] == 0.5 and metrics["precision_deployed"] == "bfloat16"  # the prior rule
     assert metrics["temperature"] > 0 and 0 <= metrics["ece"] <= 1
 
-    run_script("-m", "modeling.shortcuts", "--ensemble", *teachers, "--data", str(small_data),
-               "--output-dir", str(tmp_path / "shortcuts"))
+    shortcuts_main(["--ensemble", *teachers, "--data", str(small_data), "--output-dir", str(tmp_path / "shortcuts")])
     scores = json.loads((tmp_path / "shortcuts" / "shortcuts.json").read_text())
     assert scores["model"] == teachers and scores["precision"] == "bfloat16"
     assert [member["seed"] for member in scores["training"]] == [42, 7] and 0 <= scores["roc_auc"] <= 1

@@ -8,7 +8,7 @@ from PIL import Image
 from modeling.config import ModelConfig
 from modeling.lungs import FALLBACK_BOX, lung_fields
 from modeling.preprocessing import load_rgb
-from modeling.shortcuts import (cropped_to_thorax, fields_of, gradcam_share_in_lungs, lung_fields_as_gradcam,
+from modeling.shortcuts import (cropped_to_thorax, fields_of, gradcam_share_in_lungs, lung_fields_as_gradcam, main,
                                 outside_thorax_black)
 
 from tests.helpers import KERMANY, run_script
@@ -102,8 +102,8 @@ def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_di
     assert scores["gradcam_grid"] == 2 and "gradcam_in_lungs_reachable" in scores  # test_resnet: 64 px / 32
     assert scores["training"]["command"].startswith("python train.py") and scores["training"]["hours"] > 0
     # a training run's folder: its network, bf16, the image alone
-    run_script("-m", "modeling.shortcuts", "--model", str(tiny_model_dir.parent), "--data", str(small_data),
-               "--output-dir", str(tmp_path / "run"), "--no-gradcam")
+    main(["--model", str(tiny_model_dir.parent), "--data", str(small_data), "--output-dir", str(tmp_path / "run"),
+          "--no-gradcam"])  # the command's own main, in this process
     of_run = json.loads((tmp_path / "run" / "shortcuts.json").read_text())
     assert (of_run["precision"], of_run["views"], of_run["threshold"]) == ("bfloat16", 1, 0.5)
     assert of_run["training"]["seed"] == 42 and of_run["images"] == scores["images"]
