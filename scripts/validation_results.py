@@ -4,7 +4,8 @@
         --run "LABEL=MODEL_DIR" [--run ...] [--deployed "LABEL=MODEL_DIR" ...] [--logged "LABEL=RUN_DIR" ...] \\
         --output docs/validation_results.json
 
-`--run`: the network of a training run's folder, as trained (fp32, the image as is, no OOD gate).
+`--run`: the network of a training run's folder (or of a model folder), as trained (fp32, the image as is, no OOD
+gate).
 `--deployed`: a folder made by `modeling.finalize`, as the app runs it (its precision and test-time
 views, through `Predictor.from_pretrained`). Each is predicted on the validation side of its
 split.json; the table gives ROC-AUC, the log-loss and expected calibration error after a
@@ -31,6 +32,7 @@ import numpy as np
 from modeling import PneumoniaClassifier, Predictor
 from modeling.ensemble import load_ensemble
 from modeling.evaluation import predict_split
+from modeling.files import source_network_folder
 from modeling.calibration import calibrated_log_loss, expected_calibration_error
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
 from modeling.probability import positive_probs
@@ -62,9 +64,9 @@ def predicted_row(label: str, model_dir: Path, deployed: bool, data: str) -> dic
     """A row from predicting the validation side of the folder's split.json."""
     if deployed:
         predictor = Predictor.from_pretrained(model_dir, device="cpu")
-    else:
-        predictor = Predictor(PneumoniaClassifier.from_pretrained(model_dir), device="cpu", precision="float32",
-                              views=[])
+    else:  # a model folder, or a training run's folder (its network in trained/)
+        predictor = Predictor(PneumoniaClassifier.from_pretrained(source_network_folder(model_dir)), device="cpu",
+                              precision="float32", views=[])
     labels, logits, _ = predict_split(predictor, data, model_dir / "split.json", "validation")
     row = {"label": label, "model_dir": str(model_dir), "deployed": deployed, "precision": predictor.precision,
            "views": 1 + len(predictor.views), **summarise(labels, logits, predictor.config.positive_index)}
