@@ -31,8 +31,8 @@ from .hub import epoch_cost
 from .inference import Predictor
 from .model import PneumoniaClassifier
 
-# how the ensemble is run: the precision it was trained in, the image alone (views cost a forward pass each and
-# were not shown to help on changed images), threshold by the prior rule; the bundled student is deployed alike
+# how the ensemble is run: it is a teacher and a reference, never deployed, so in the precision its networks were
+# trained in and on the image alone (as they were validated while training), its threshold by the prior rule
 ENSEMBLE_PRECISION = "bfloat16"
 THRESHOLD_RULE = "prior"
 
