@@ -104,6 +104,13 @@ def load_ensemble(run_dirs: Sequence[str | Path]) -> tuple[Ensemble, Path]:
     return Ensemble(members), split_files[0]
 
 
+def run_summary(log: dict[str, Any]) -> dict[str, Any]:
+    """How a run was trained, from its training_log.json: command, seed, commit, device and training hours."""
+    cost = epoch_cost(log)
+    return {"command": log.get("command"), "seed": log["args"].get("seed"), "commit": log.get("commit"),
+            "device": cost["device"], "hours": cost["hours"]}
+
+
 def member_records(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """What a distilled network's training log keeps of each teacher, so that its card can give the commands, seeds
     and hours that made them: each run's command, seed, commit, device, training hours and weights' sha256."""
@@ -113,10 +120,7 @@ def member_records(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
         if not log_file.exists():
             raise ModelLoadError(f"{run_dir} has no training_log.json: its training has not finished.")
         log = json.loads(log_file.read_text())
-        cost = epoch_cost(log)
-        records.append({"run": str(run_dir), "command": log.get("command"), "seed": log["args"].get("seed"),
-                        "commit": log.get("commit"), "device": cost["device"], "hours": cost["hours"],
-                        "batch_size": log["args"].get("batch_size"),
+        records.append({"run": str(run_dir), **run_summary(log), "batch_size": log["args"].get("batch_size"),
                         "weights_sha256": file_sha256(source_network_folder(run_dir) / WEIGHTS_NAME)})
     return records
 

@@ -32,10 +32,9 @@ from tqdm.auto import tqdm
 
 from .data import label_mapping, label_names, load_data, saved_split
 from .display import overlay
-from .ensemble import ENSEMBLE_PRECISION, load_ensemble
+from .ensemble import ENSEMBLE_PRECISION, load_ensemble, run_summary
 from .config import ModelConfig
 from .files import SPLIT_NAME, resolve_model_folder, source_network_folder, write_json_atomic
-from .hub import epoch_cost
 from .inference import Predictor
 from .lungs import LungFields, lung_fields
 from .model import PneumoniaClassifier
@@ -112,7 +111,8 @@ def shortcut_scores(predictor: Predictor, images: Sequence[Image.Image], positiv
     black = predictor.probabilities([outside_thorax_black(i, f) for i, f in zip(images, fields)])[:, p]
     cropped = predictor.probabilities([cropped_to_thorax(i, f) for i, f in zip(images, fields)])[:, p]
     scores: dict[str, Any] = {
-        "images": len(images), "roc_auc": float(roc_auc_score(positive, before)), "normal": int((~positive).sum()), "pneumonia": int(positive.sum()),
+        "images": len(images), "normal": int((~positive).sum()), "pneumonia": int(positive.sum()),
+        "roc_auc": float(roc_auc_score(positive, before)),
         "threshold": config.threshold, "views": 1 + len(predictor.views), "precision": predictor.precision,
         "lung_fields_found": float(np.mean([f.found for f in fields])),
         "lung_field_area": float(np.mean([f.mask.mean() for f in fields])),
@@ -191,9 +191,8 @@ def training_summary(folder: Path) -> dict[str, Any] | None:
     if not log_file.exists():
         return None
     log = json.loads(log_file.read_text())
-    return {"command": log.get("command"), "commit": log.get("commit"), "seed": log["args"].get("seed"),
-            "recipe": log.get("augmentation", {}).get("recipe"), "hours": epoch_cost(log)["hours"],
-            "device": epoch_cost(log)["device"], "teachers": [t["run"] for t in log.get("teachers") or []],
+    return {**run_summary(log), "recipe": log.get("augmentation", {}).get("recipe"),
+            "teachers": [t["run"] for t in log.get("teachers") or []],
             "final_epoch": log["history"][-1] if log.get("history") else None}
 
 
