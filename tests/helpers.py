@@ -56,3 +56,16 @@ def finalize_cli(*argv: str) -> None:
     an interpreter start and its imports (the kill test runs the real process)."""
     from modeling.finalize import main
     main([str(arg) for arg in argv])
+
+
+def predict_cli(*argv: str) -> str:
+    """`python predict.py ARGV` run by its own main in this process (see finalize_cli); returns what it printed.
+    A refusal raises SystemExit with the one sentence the user reads."""
+    import contextlib
+    import io
+
+    import predict
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        predict.main(predict.parse_args([str(arg) for arg in argv]))
+    return printed.getvalue()

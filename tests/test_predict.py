@@ -1,5 +1,6 @@
 """predict.py on real files: a nested tree of DICOM, PNG, JPEG and corrupt files, scored as the demo scores them,
-resumed after SIGKILL, and split across two processes under `accelerate launch`."""
+resumed after SIGKILL, and split across two processes under `accelerate launch`. The command's own main runs in
+this process (predict_cli) except where a real process is what is tested: the kill, the launch, the environment."""
 import csv
 import os
 import shutil
@@ -15,9 +16,9 @@ from modeling import Predictor, load_rgb
 from modeling.ood import NOT_AN_XRAY
 from modeling.worklist import UNREADABLE
 
-from tests.helpers import FORMATS, KERMANY, REPO, run_script
+from tests.helpers import FORMATS, KERMANY, REPO, predict_cli, run_script
 
-pytestmark = pytest.mark.slow  # every test here trains, finalizes, evaluates or scores in subprocesses
+pytestmark = pytest.mark.slow  # every test here trains a model first (tiny_model_dir)
 
 GROUP = {"chest_xray": 0, "unlike_training_xrays": 1, NOT_AN_XRAY: 2, UNREADABLE: 3}
 
@@ -57,13 +58,13 @@ def read_rows(path):
 def test_worklist_has_one_row_per_file_in_the_demos_order_with_the_predictors_numbers(tiny_model_dir, archive,
                                                                                       tmp_path):
     output = tmp_path / "worklist.csv"
-    result = run_script("predict.py", str(archive), "--output", str(output), "--model", str(tiny_model_dir),
-                        "--shard-size", "5", "--workers", "2")  # decoding in worker processes
+    printed = predict_cli(archive, "--output", output, "--model", tiny_model_dir,
+                          "--shard-size", "5", "--workers", "2")  # decoding in worker processes
     rows = read_rows(output)
     files = files_of(archive)
     assert sorted(row["path"] for row in rows) == sorted(p.relative_to(archive).as_posix() for p in files)
     assert [int(row["rank"]) for row in rows] == list(range(1, len(files) + 1))
-    assert f"wrote {len(files)} rows" in result.stdout
+    assert f"wrote {len(files)} rows" in printed
     predictor = Predictor.from_pretrained(tiny_model_dir)
     threshold = predictor.config.threshold
     unreadable = {"study-2/notes.png", "study-2/empty.dcm", "flat/truncated.jpg"}
@@ -98,21 +99,18 @@ def test_worklist_has_one_row_per_file_in_the_demos_order_with_the_predictors_nu
 def test_parquet_holds_the_same_rows_and_a_new_threshold_reuses_the_parts(tiny_model_dir, archive, tmp_path):
     import pyarrow.parquet as pq
     csv_out, parquet_out = tmp_path / "w.csv", tmp_path / "w.parquet"
-    run_script("predict.py", str(archive), "--output", str(csv_out), "--model", str(tiny_model_dir))
-    run_script("predict.py", str(archive), "--output", str(parquet_out), "--model", str(tiny_model_dir),
-               "--format", "parquet")
+    predict_cli(archive, "--output", csv_out, "--model", tiny_model_dir)
+    predict_cli(archive, "--output", parquet_out, "--model", tiny_model_dir, "--format", "parquet")
     table = pq.read_table(parquet_out).to_pylist()
     assert [(r["path"], r["verdict"]) for r in table] == [(r["path"], r["verdict"]) for r in read_rows(csv_out)]
-    run_script("predict.py", str(archive), "--output", str(csv_out), "--model", str(tiny_model_dir),
-               "--threshold", "0")
+    predict_cli(archive, "--output", csv_out, "--model", tiny_model_dir, "--threshold", "0")
     assert {r["decision"] for r in read_rows(csv_out) if r["p_pneumonia"]} == {"pneumonia suspected"}
 
 
 def test_heatmaps_are_written_for_the_flagged_images(tiny_model_dir, archive, tmp_path):
     heatmaps = tmp_path / "heatmaps"
     output = tmp_path / "w.csv"
-    run_script("predict.py", str(archive), "--output", str(output), "--model", str(tiny_model_dir),
-               "--threshold", "0", "--heatmaps", str(heatmaps))
+    predict_cli(archive, "--output", output, "--model", tiny_model_dir, "--threshold", "0", "--heatmaps", heatmaps)
     flagged = {r["path"] for r in read_rows(output) if r["decision"] == "pneumonia suspected"}
     written = {p.relative_to(heatmaps).as_posix()[:-len(".png")] for p in heatmaps.rglob("*.png")}
     assert flagged and written == flagged
@@ -126,7 +124,7 @@ def test_a_run_killed_part_way_continues_to_the_same_worklist(tiny_model_dir, tm
     def command(name):  # heatmaps of every image (threshold 0) give each part some work
         return ["predict.py", str(archive), "--output", str(tmp_path / f"{name}.csv"), "--model", str(tiny_model_dir),
                 "--shard-size", "2", "--workers", "0", "--threshold", "0", "--heatmaps", str(tmp_path / name)]
-    run_script(*command("whole"))
+    predict_cli(*command("whole")[1:])
     output, parts = tmp_path / "resumed.csv", tmp_path / "resumed.csv.parts"
     process = subprocess.Popen([sys.executable, *command("resumed")], cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -136,14 +134,14 @@ def test_a_run_killed_part_way_continues_to_the_same_worklist(tiny_model_dir, tm
     process.wait()
     done = len(list(parts.glob("part-*.csv")))
     assert not output.exists() and 3 <= done < 40  # stopped part-way: 80 files make 40 parts
-    run_script(*command("resumed"))
+    predict_cli(*command("resumed")[1:])
     assert output.read_bytes() == (tmp_path / "whole.csv").read_bytes()
     assert sorted(p.name for p in (tmp_path / "resumed").rglob("*")) == sorted(p.name for p in (tmp_path / "whole").rglob("*"))
 
 
 def test_two_processes_under_accelerate_launch_give_the_same_worklist(tiny_model_dir, archive, tmp_path):
     single, double = tmp_path / "one.csv", tmp_path / "two.csv"
-    run_script("predict.py", str(archive), "--output", str(single), "--model", str(tiny_model_dir), "--shard-size", "6")
+    predict_cli(archive, "--output", single, "--model", tiny_model_dir, "--shard-size", "6")
     run_script("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "predict.py", str(archive), "--output", str(double),
                "--model", str(tiny_model_dir), "--shard-size", "6")
@@ -153,10 +151,10 @@ def test_two_processes_under_accelerate_launch_give_the_same_worklist(tiny_model
 
 
 def test_inputs_that_cannot_be_listed_end_in_one_sentence(tiny_model_dir, archive, tmp_path):
-    missing = run_script("predict.py", str(tmp_path / "nowhere"), "--output", str(tmp_path / "w.csv"),
-                         "--model", str(tiny_model_dir), check=False)
-    assert missing.returncode != 0 and "Traceback" not in missing.stderr
-    assert "neither a folder, a list file nor a glob" in missing.stderr
+    # sys.exit with a sentence: the user reads that sentence and no traceback
+    with pytest.raises(SystemExit, match="neither a folder, a list file nor a glob"):
+        predict_cli(tmp_path / "nowhere", "--output", tmp_path / "w.csv", "--model", tiny_model_dir)
+    # a real process: the Hub's offline switch is read when huggingface_hub is imported
     offline = run_script("predict.py", "someone/chest-xrays", "--output", str(tmp_path / "w.csv"),
                          "--model", str(tiny_model_dir), check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert offline.returncode != 0 and "Traceback" not in offline.stderr
@@ -164,8 +162,7 @@ def test_inputs_that_cannot_be_listed_end_in_one_sentence(tiny_model_dir, archiv
     shutil.copytree(archive, tmp_path / "export")
     listing = tmp_path / "studies.txt"  # paths relative to the list's folder
     listing.write_text("\n".join("export/" + p.relative_to(archive).as_posix() for p in files_of(archive)[:3]))
-    run_script("predict.py", str(listing), "--output", str(tmp_path / "w.csv"), "--model", str(tiny_model_dir))
+    predict_cli(listing, "--output", tmp_path / "w.csv", "--model", tiny_model_dir)
     assert len(read_rows(tmp_path / "w.csv")) == 3
-    other = run_script("predict.py", str(archive), "--output", str(tmp_path / "w.csv"), "--model",
-                       str(tiny_model_dir), check=False)
-    assert other.returncode != 0 and "holds parts of another run" in other.stderr
+    with pytest.raises(SystemExit, match="holds parts of another run"):
+        predict_cli(archive, "--output", tmp_path / "w.csv", "--model", tiny_model_dir)
