@@ -5,6 +5,8 @@ Checks that need the whole Kermany splits use ../shared/data (or PNEUMONIA_SHARE
 there, and are skipped where it is not (`needs_full_data`)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import socket
@@ -58,14 +60,21 @@ def finalize_cli(*argv: str) -> None:
     main([str(arg) for arg in argv])
 
 
+def _printed(main, argv: tuple) -> str:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main([str(arg) for arg in argv])
+    return printed.getvalue()
+
+
 def predict_cli(*argv: str) -> str:
     """`python predict.py ARGV` run by its own main in this process (see finalize_cli); returns what it printed.
     A refusal raises SystemExit with the one sentence the user reads."""
-    import contextlib
-    import io
-
     import predict
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        predict.main(predict.parse_args([str(arg) for arg in argv]))
-    return printed.getvalue()
+    return _printed(lambda args: predict.main(predict.parse_args(args)), argv)
+
+
+def evaluate_cli(*argv: str) -> str:
+    """`python evaluate.py ARGV` in this process, as predict_cli."""
+    import evaluate
+    return _printed(lambda args: evaluate.evaluate(evaluate.parse_args(args)), argv)

@@ -20,7 +20,7 @@ from PIL import Image
 import app
 from modeling import Predictor, read_image
 
-from tests.helpers import FORMATS, KERMANY, REPO, free_port, run_script
+from tests.helpers import FORMATS, KERMANY, REPO, evaluate_cli, free_port, run_script
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def server(tiny_model_dir):
 @pytest.fixture(scope="module")
 def evaluated(tiny_model_dir, small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    run_script("evaluate.py", "--model", str(tiny_model_dir), "--data", str(small_data), "--split", "test",
-               "--output-dir", str(out), "--bootstrap", "50")
+    evaluate_cli("--model", tiny_model_dir, "--data", small_data, "--split", "test", "--output-dir", out,
+                 "--bootstrap", "50")
     with open(out / "predictions.csv") as f:
         return {row["image"]: float(row["prob_pneumonia"]) for row in csv.DictReader(f)}
 

@@ -21,7 +21,7 @@ from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
 from modeling.robustness import PERTURBATIONS
 
-from tests.helpers import REPO, finalize_cli, free_port, run_script
+from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port, run_script
 
 pytestmark = pytest.mark.slow  # every test here trains, finalizes, evaluates or scores in subprocesses
 
@@ -90,8 +90,7 @@ def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_loss_as_is_an
 def test_evaluate_predictor_and_app_give_identical_probabilities(finalized, small_data, tmp_path):
     precision, folder = finalized
     out = tmp_path / "eval"
-    run_script("evaluate.py", "--model", str(folder), "--data", str(small_data), "--output-dir", str(out),
-               "--bootstrap", "20")
+    evaluate_cli("--model", folder, "--data", small_data, "--output-dir", out, "--bootstrap", "20")
     with open(out / "predictions.csv") as f:
         evaluated = {row["image"]: float(row["prob_pneumonia"]) for row in csv.DictReader(f)}
     paths = [sorted((small_data / "test" / label).iterdir())[0] for label in ("NORMAL", "PNEUMONIA")]
@@ -120,9 +119,9 @@ def test_evaluate_on_validation_reproduces_what_finalize_fitted(finalized, small
     the stored threshold the same sensitivity and specificity that finalize recorded."""
     precision, folder = finalized
     out = tmp_path / "validation"
-    result = run_script("evaluate.py", "--model", str(folder), "--data", str(small_data), "--split", "validation",
-                        "--output-dir", str(out), "--bootstrap", "20")
-    assert "validation X-rays flagged" in result.stdout and "test X-rays" not in result.stdout
+    printed = evaluate_cli("--model", folder, "--data", small_data, "--split", "validation", "--output-dir", out,
+                           "--bootstrap", "20")
+    assert "validation X-rays flagged" in printed and "test X-rays" not in printed
     with open(out / "predictions.csv") as f:
         names = [row["image"] for row in csv.DictReader(f)]
     assert sorted(names) == sorted(json.loads((folder / "split.json").read_text())["validation"])
@@ -138,11 +137,10 @@ def test_evaluate_on_validation_without_a_split_file_is_one_sentence(float32_fol
     copied = tmp_path / "no-split"
     shutil.copytree(folder, copied)
     (copied / "split.json").unlink()
-    result = run_script("evaluate.py", "--model", str(copied), "--data", str(small_data), "--split", "validation",
-                        "--output-dir", str(tmp_path / "out"), check=False)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"The model {copied} has no split.json, so its validation images "
-                                                  "are unknown; pass another --split."]
+    with pytest.raises(SystemExit) as refusal:  # sys.exit with one sentence: no traceback
+        evaluate_cli("--model", copied, "--data", small_data, "--split", "validation", "--output-dir", tmp_path / "out")
+    assert refusal.value.code == (f"The model {copied} has no split.json, so its validation images are unknown; "
+                                  "pass another --split.")
 
 
 def test_threshold_figure_shows_the_validation_images_that_decide_the_rules(float32_folder, small_data, tmp_path):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
 from modeling.hub import build_card, model_operations, space_operations
 
-from tests.helpers import KERMANY, REPO, run_script
+from tests.helpers import KERMANY, REPO, evaluate_cli, run_script
 from tests.hub_cache import add_to_hub_cache
 
 REPO_ID = "pneumonia-xray/tiny-test"
@@ -28,8 +28,8 @@ def evaluated_model(tiny_model_dir, small_data, tmp_path_factory):
     """The tiny model folder with eval/ written by evaluate.py, as publishing expects."""
     model_dir = tmp_path_factory.mktemp("published") / "model"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    run_script("evaluate.py", "--model", str(model_dir), "--data", str(small_data), "--split", "test",
-               "--output-dir", str(model_dir / "eval"), "--bootstrap", "200")
+    evaluate_cli("--model", model_dir, "--data", small_data, "--split", "test", "--output-dir", model_dir / "eval",
+                 "--bootstrap", "200")
     return model_dir
 
 

@@ -9,7 +9,7 @@ from modeling.non_xray import assemble
 from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, fit_detector, ood_verdicts
 from modeling.robustness import PERTURBATIONS
 
-from tests.helpers import REPO, finalize_cli, free_port, run_script
+from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port, run_script
 
 
 def test_feature_density_scores_far_points_higher():
@@ -79,13 +79,13 @@ def test_finalized_detector_travels_with_the_model_and_evaluate_reports_it(tiny_
     for i in range(3):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(noise_dir / f"{i}.png")
     out = tmp_path / "eval"
-    result = run_script("evaluate.py", "--model", str(tiny_model_dir), "--data", str(small_data), "--output-dir",
-                        str(out), "--bootstrap", "20", "--ood-images", str(noise_dir), "--robustness")
+    printed = evaluate_cli("--model", tiny_model_dir, "--data", small_data, "--output-dir", out, "--bootstrap", "20",
+                           "--ood-images", noise_dir, "--robustness")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ood"]["test_xrays"] == 24 and metrics["ood"]["non_xray"][0]["images"] == 3
     assert sum(metrics["ood"]["non_xray"][0]["verdicts"].values()) == 3
     assert set(metrics["robustness"]) == set(PERTURBATIONS)
-    assert "test X-rays flagged" in result.stdout and "| letterbox 4:3 |" in result.stdout
+    assert "test X-rays flagged" in printed and "| letterbox 4:3 |" in printed
 
 
 def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):

@@ -11,7 +11,7 @@ from modeling.config import ConfigError, ModelConfig
 from modeling.evaluation import predict_split
 from modeling.quantize import CALIBRATION_NAME, Int8CalibrationError, Int8Forward
 
-from tests.helpers import finalize_cli, run_script
+from tests.helpers import finalize_cli
 
 pytestmark = pytest.mark.slow  # int8 finalizing and compiling
 
