@@ -56,7 +56,7 @@ from .augment import BatchAugment, trained_recipe
 from .calibration import THRESHOLD_RULES, calibrated_log_loss, operating_point
 from .config import ModelConfig
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
-from .evaluation import predict_split
+from .evaluation import predict_split, predict_subset
 from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256,
                     folder_written_whole, source_network_folder)
 from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, load_deployed as load_xray_gate
@@ -184,14 +184,15 @@ def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> t
     lower; views cost a forward pass each, so a tie goes to the fewer. The temperature is fitted on the images as they
     are, as deployment fits it, and applied to the changed ones; predicted in float32 (int8 would need an activation
     calibration per candidate). Returns (the choice, each candidate's log-loss per change and on average)."""
+    validation = saved_split(load_data(data), split_file, "validation")
     scores: dict[str, Any] = {}
     for name, views in sorted(VIEW_CHOICES.items(), key=lambda item: len(item[1])):
         predictor = Predictor(network, precision="float32", views=views)
-        labels, logits, _ = predict_split(predictor, data, split_file, "validation")
+        labels, logits, _ = predict_subset(predictor, validation, "validation")
         loss, temperature = calibrated_log_loss(logits, labels, network.config.positive_index)
         per_change = {"as is": loss}
         for change_name, change in PERTURBATIONS.items():
-            labels, logits, _ = predict_split(predictor, data, split_file, "validation", change=change)
+            labels, logits, _ = predict_subset(predictor, validation, change_name, change=change)
             positive = labels == network.config.positive_index
             per_change[change_name] = log_loss(positive, positive_probs(logits, temperature,
                                                                          network.config.positive_index))
