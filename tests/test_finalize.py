@@ -17,6 +17,7 @@ from modeling import ModelLoadError, Predictor, load_rgb
 from modeling.files import WEIGHTS_NAME
 from modeling.augment import trained_recipe
 from modeling.finalize import ood_train_features
+from modeling.hub import build_card
 from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
 from modeling.robustness import PERTURBATIONS
@@ -79,6 +80,11 @@ def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_loss_as_is_an
     assert len(predictor.config.tta_views) == (3 if choice["chosen"] == "default" else 0)
     assert validation["fitted_for"]["views"] == predictor.config.tta_views
     assert f"-> {choice['chosen']}" in capsys.readouterr().out
+    # the card states the principles the views and the weights were chosen by
+    evaluate_cli("--model", out, "--data", small_data, "--split", "test", "--output-dir", out / "eval", "--bootstrap", "20")
+    card = " ".join(str(build_card(out, "someone/tiny-test", REPO / "model_card.md")).split())
+    assert "The views follow a stated principle" in card and f": {choice['chosen']})." in card
+    assert "the run's final ones (epoch 2, the moving average of the weights), by principle" in card
     for name, views in (("default", "default"), ("none", "none")):  # each candidate's score is what it deploys with
         fixed = tmp_path / name
         finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
