@@ -13,6 +13,7 @@ from modeling.files import ModelLoadError
 from modeling.inference import Predictor
 from modeling.model import PneumoniaClassifier
 from modeling.preprocessing import load_rgb
+from modeling.robustness import PERTURBATIONS
 
 from evaluate import evaluate, parse_args as parse_evaluate_args
 from modeling.shortcuts import main as shortcuts_main
@@ -86,6 +87,12 @@ def test_a_student_distilled_from_an_ensemble_and_the_ensemble_evaluated(tiny_ru
     assert metrics["model"] == teachers and metrics["n"] == 24 and metrics["views"] == 1
     assert metrics["threshold"] == 0.5 and metrics["precision_deployed"] == "bfloat16"  # the prior rule
     assert metrics["temperature"] > 0 and 0 <= metrics["ece"] <= 1
+    # on the validation side the teachers share, with the robustness changes
+    evaluate(parse_evaluate_args(["--ensemble", *teachers, "--data", str(small_data), "--split", "validation",
+                                  "--output-dir", str(tmp_path / "eval-validation"), "--bootstrap", "20", "--robustness"]))
+    metrics = json.loads((tmp_path / "eval-validation" / "metrics.json").read_text())
+    assert metrics["split"] == "validation" and metrics["n"] == len(json.loads(open(split).read())["validation"])
+    assert set(metrics["robustness"]) == set(PERTURBATIONS)
 
     shortcuts_main(["--ensemble", *teachers, "--data", str(small_data), "--output-dir", str(tmp_path / "shortcuts")])
     scores = json.loads((tmp_path / "shortcuts" / "shortcuts.json").read_text())
