@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,14 +132,17 @@ def _pinned(command: str, batch_size: int) -> str:
 
 
 def epoch_cost(log: dict[str, Any]) -> dict[str, Any]:
-    """Training hours in the log, mean seconds per epoch at each training size, and the device the run trained on
-    ("cpu" for logs older than train.py's "device" field: every run bundled before it was a CPU run)."""
+    """Training hours in the log; the median seconds per epoch at each training size, and the hours they add up to
+    (what the run costs without pauses or other work on the same cores, which inflate the logged hours); the device
+    the run trained on ("cpu" for logs older than train.py's "device" field: every run bundled before it was a CPU
+    run). Validation comes on top of both."""
     epochs = {record["epoch"]: record for record in log["history"]}  # one record per epoch (weights and EMA share it)
     by_size: dict[int, list[float]] = {}
     for record in epochs.values():
         by_size.setdefault(record.get("train_size", log["args"]["image_size"]), []).append(record["train_seconds"])
-    return {"hours": sum(r["train_seconds"] for r in epochs.values()) / 3600,
-            "seconds_per_epoch": {size: sum(v) / len(v) for size, v in sorted(by_size.items())},
+    medians = {size: statistics.median(seconds) for size, seconds in sorted(by_size.items())}
+    return {"hours": sum(r["train_seconds"] for r in epochs.values()) / 3600, "seconds_per_epoch": medians,
+            "median_hours": sum(medians[size] * len(seconds) for size, seconds in by_size.items()) / 3600,
             "num_processes": log.get("num_processes", 1), "device": log.get("device", "cpu")}
 
 

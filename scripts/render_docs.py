@@ -68,7 +68,7 @@ def training_summary(model_dir: Path) -> str:
                  if teachers else "")
     return (f"{args['model']} trained {start} for {args['epochs']} epochs"
             f"{f' with progressive resizing ({schedule})' if schedule else ''}{distilled}, {cost['hours']:.1f} hours "
-            f"of training as logged, keeping {kept}. Augmentation: {describe_augmentation(trained_recipe(log))}.")
+            f"of training as logged ({cost['median_hours']:.1f} at the median epoch times), keeping {kept}. Augmentation: {describe_augmentation(trained_recipe(log))}.")
 
 
 def comparison_rows(metrics: dict) -> list[str]:
@@ -207,7 +207,7 @@ def bundle_section(model_dir: Path) -> list[str]:
     config = ModelConfig.load(model_dir / "config.json")
     cost = epoch_cost(log)
     lines = ["## The bundled model", "", training_summary(model_dir), "",
-             "Seconds per training epoch by image size: " + ", ".join(
+             "Median seconds per training epoch by image size: " + ", ".join(
                  f"{size} px {seconds:.0f} s" for size, seconds in cost["seconds_per_epoch"].items()) + ".", "",
              "The commands that made it (training as logged, then the finalize step recorded in its config.json):", "",
              "```bash", *reproduction_commands(log, config),

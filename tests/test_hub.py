@@ -15,7 +15,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import load_file, save_file
 
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
-from modeling.hub import build_card, model_operations, space_operations
+from modeling.hub import build_card, epoch_cost, model_operations, space_operations
 
 from tests.helpers import KERMANY, REPO, evaluate_cli, run_script
 from tests.hub_cache import add_to_hub_cache
@@ -137,7 +137,8 @@ def test_card_of_a_distilled_network_gives_its_teachers_commands_seeds_and_hours
     log = json.loads((distilled / "training_log.json").read_text())
     teacher_command = log["command"].replace("--output-dir", "--seed 11 --output-dir") + " --resume"
     log["teachers"] = [{"run": f"runs/seed{seed}", "command": teacher_command.replace("11", str(seed)), "seed": seed,
-                        "commit": None, "device": "cpu", "hours": hours, "batch_size": 8, "weights_sha256": "0" * 64}
+                        "commit": None, "device": "cpu", "hours": hours, "median_hours": hours - 0.5, "batch_size": 8,
+                        "weights_sha256": "0" * 64}
                        for seed, hours in ((11, 2.25), (12, 2.5))]  # as train.py --teachers records them
     (distilled / "training_log.json").write_text(json.dumps(log))
     text = build_card(distilled, REPO_ID, REPO / "model_card.md").text
@@ -146,6 +147,17 @@ def test_card_of_a_distilled_network_gives_its_teachers_commands_seeds_and_hours
     assert all("--resume" not in c.split() and "--batch-size 8" in c for c in commands[:2])
     assert commands[2].startswith("python train.py") and "--seed 1" not in commands[2]
     assert "distilled" in text and "seeds 11, 12" in text and "4.8 hours of training more" in text
+    assert "2.2 h on a 2-core CPU, 1.8 h at its median epoch times" in " ".join(text.split())
+
+
+def test_training_hours_at_the_median_epoch_leave_out_a_paused_epoch():
+    log = {"args": {"image_size": 224}, "history": [
+        {"epoch": 0, "train_size": 128, "train_seconds": 100.0}, {"epoch": 1, "train_size": 128, "train_seconds": 1300.0},
+        {"epoch": 1, "train_size": 128, "train_seconds": 1300.0},  # the EMA's record of the same epoch
+        {"epoch": 2, "train_size": 128, "train_seconds": 110.0}, {"epoch": 3, "train_seconds": 360.0}]}
+    cost = epoch_cost(log)
+    assert cost["seconds_per_epoch"] == {128: 110.0, 224: 360.0}
+    assert cost["hours"] == pytest.approx(1870 / 3600) and cost["median_hours"] == pytest.approx(690 / 3600)
 
 
 @pytest.mark.slow
