@@ -1,6 +1,7 @@
 """Render the README's results and the pages of docs/ from the files the runs wrote; no number is typed by hand.
 
     python -m scripts.render_docs [--model weights/pneumonia-resnet50]
+    python -m scripts.render_docs --check        # fails if a page is out of date with the files (the tests run it)
 
 Reads the bundled model's config.json, training_log.json and eval/metrics.json, and the run files under docs/
 (validation_results.json, training_curves.json, ood_development.json, benchmarks.json, load_test.json,
@@ -545,20 +546,35 @@ def replace_block(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->", text)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=MODEL)
-    args = parser.parse_args()
-    model_dir = args.model.resolve()
+def rendered_pages(model_dir: Path) -> dict[Path, str]:
+    """Every page this script writes, as it would write it now."""
     readme = ROOT / "README.md"
     text = replace_block(readme.read_text(), "results", results_block(model_dir))
     text = replace_block(text, "xray-gate", gate_block(model_dir))
-    readme.write_text(replace_block(text, "gate-sources", gate_sources_block(model_dir)))
-    pages = {"experiments.md": experiments_page(model_dir), "out-of-distribution.md": ood_page(model_dir),
-             "speed.md": speed_page()}
-    for name, text in pages.items():
-        (DOCS / name).write_text(text)
-    print(f"rendered {readme.name} and docs/{', docs/'.join(pages)}")
+    return {readme: replace_block(text, "gate-sources", gate_sources_block(model_dir)),
+            DOCS / "experiments.md": experiments_page(model_dir), DOCS / "out-of-distribution.md": ood_page(model_dir),
+            DOCS / "speed.md": speed_page()}
+
+
+def stale_pages(pages: dict[Path, str]) -> list[Path]:
+    return [path for path, text in pages.items() if not path.exists() or path.read_text() != text]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--check", action="store_true", help="write nothing; fail if a page differs from its files")
+    args = parser.parse_args(argv)
+    pages = rendered_pages(args.model.resolve())
+    if args.check:
+        stale = stale_pages(pages)
+        if stale:
+            raise SystemExit("Out of date with the runs' files: " + ", ".join(p.relative_to(ROOT).as_posix() for p in stale)
+                             + "; run `python -m scripts.render_docs`.")
+        return
+    for path, text in pages.items():
+        path.write_text(text)
+    print("rendered " + ", ".join(path.relative_to(ROOT).as_posix() for path in pages))
 
 
 if __name__ == "__main__":
