@@ -3,7 +3,8 @@
 Validation carved from train saturates and cannot tell which network holds on new data. These scores,
 computed on validation images, measure two things that change between hospitals and collection periods:
 - (a) where the PNEUMONIA-class Grad-CAM sits: its share inside the lung fields (`modeling.lungs`), on
-  NORMAL and on PNEUMONIA images separately;
+  NORMAL and on PNEUMONIA images separately, and inside the thorax box (which also holds the heart, and the lung
+  behind it and behind the diaphragm domes, that the lung fields leave out);
 - (b) how far P(pneumonia) moves when everything outside the thorax box is set to black, and when the image
   is cropped to the thorax box: mean |dP| and the share of decisions that flip at the model's threshold.
 
@@ -67,16 +68,25 @@ def cropped_to_thorax(image: Image.Image, fields: LungFields) -> Image.Image:
     return image.crop(_box_in_image(fields, image))
 
 
-def gradcam_share_in_lungs(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
-    """The share of a Grad-CAM map's mass inside the lung fields (None for an empty map)."""
+def gradcam_share_in(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
+    """The share of a Grad-CAM map's mass inside a mask: the lung fields, or the thorax box (None for an empty map)."""
     total = float(heatmap.sum())
     return float((heatmap * mask).sum()) / total if total > 0 else None
+
+
+def thorax_box_mask(fields: LungFields) -> np.ndarray:
+    """The thorax box as a mask of the fields' shape: the lungs, the heart and mediastinum between them, and the lung
+    bases behind the heart and the diaphragm domes, which the lung fields (the aerated, dark lung) leave out."""
+    top, bottom, left, right = fields.box
+    mask = np.zeros(fields.mask.shape, bool)
+    mask[top:bottom, left:right] = True
+    return mask
 
 
 def lung_fields_as_gradcam(mask: np.ndarray, grid: int) -> np.ndarray:
     """The map a network that looked at the lung fields and nowhere else would give: the fields averaged over the
     last feature map's grid, then made a heatmap as Grad-CAM makes one (`modeling.explain`). Its share inside the
-    fields is the most a map at that grid can reach: the yardstick of `gradcam_share_in_lungs`."""
+    fields is the most a map at that grid can reach: the yardstick of `gradcam_share_in`."""
     import torch
     cells = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], grid)
     heatmap = torch.nn.functional.interpolate(cells, size=mask.shape, mode="bilinear", align_corners=False)[0, 0]
@@ -120,18 +130,21 @@ def shortcut_scores(predictor: Predictor, images: Sequence[Image.Image], positiv
         "cropped_to_thorax": _change(before, cropped, positive, config.threshold),
     }
     shares: list[float | None] = []
+    thorax_shares: list[float | None] = []
     heatmaps: list[np.ndarray | None] = []
     if gradcam:
         for image, field in tqdm(list(zip(images, fields)), desc="Grad-CAM", leave=False):
             heatmap = predictor.grad_cam(image)
             heatmaps.append(heatmap)
-            shares.append(gradcam_share_in_lungs(heatmap, field.mask))
+            shares.append(gradcam_share_in(heatmap, field.mask))
+            thorax_shares.append(gradcam_share_in(heatmap, thorax_box_mask(field)))
         for name, side in (("normal", ~positive), ("pneumonia", positive)):
-            values = [s for s, keep in zip(shares, side) if keep and s is not None]
-            scores[f"gradcam_in_lungs_{name}"] = float(np.mean(values)) if values else None
+            for where, values in (("lungs", shares), ("thorax", thorax_shares)):
+                kept = [s for s, keep in zip(values, side) if keep and s is not None]
+                scores[f"gradcam_in_{where}_{name}"] = float(np.mean(kept)) if kept else None
         grid = feature_map_side(predictor)
         scores["gradcam_grid"] = grid
-        reachable = [gradcam_share_in_lungs(lung_fields_as_gradcam(f.mask, grid), f.mask) for f in fields]
+        reachable = [gradcam_share_in(lung_fields_as_gradcam(f.mask, grid), f.mask) for f in fields]
         reachable = [share for share in reachable if share is not None]
         scores["gradcam_in_lungs_reachable"] = float(np.mean(reachable)) if reachable else None
     details = {"fields": fields, "probabilities": before, "shares": shares, "heatmaps": heatmaps}

@@ -8,8 +8,8 @@ from PIL import Image
 from modeling.config import ModelConfig
 from modeling.lungs import FALLBACK_BOX, lung_fields
 from modeling.preprocessing import load_rgb
-from modeling.shortcuts import (cropped_to_thorax, fields_of, gradcam_share_in_lungs, lung_fields_as_gradcam, main,
-                                outside_thorax_black)
+from modeling.shortcuts import (cropped_to_thorax, fields_of, gradcam_share_in, lung_fields_as_gradcam, main,
+                                outside_thorax_black, thorax_box_mask)
 
 from tests.helpers import KERMANY, run_script
 
@@ -69,19 +69,29 @@ def test_thorax_interventions_keep_the_box_and_change_only_what_lies_outside():
     assert cropped.size == (box[2] - box[0], box[3] - box[1])
 
 
-def test_gradcam_share_in_lungs_is_the_heatmaps_mass_inside_the_fields():
+def test_gradcam_share_in_is_the_heatmaps_mass_inside_the_fields():
     mask = np.zeros((8, 8), bool)
     mask[:, :4] = True
     heatmap = np.zeros((8, 8))
     heatmap[:, 2:6] = 1.0
-    assert gradcam_share_in_lungs(heatmap, mask) == pytest.approx(0.5)
-    assert gradcam_share_in_lungs(heatmap * mask, mask) == pytest.approx(1.0)
-    assert gradcam_share_in_lungs(np.zeros((8, 8)), mask) is None
+    assert gradcam_share_in(heatmap, mask) == pytest.approx(0.5)
+    assert gradcam_share_in(heatmap * mask, mask) == pytest.approx(1.0)
+    assert gradcam_share_in(np.zeros((8, 8)), mask) is None
+
+
+def test_the_thorax_box_holds_the_lung_fields_and_the_heart_between_them():
+    fields = fields_of(load_rgb(NORMAL[0]), ModelConfig(image_size=224))
+    box = thorax_box_mask(fields)
+    assert fields.found and box[fields.mask].all()
+    top, bottom, left, right = fields.box
+    assert box.sum() == (bottom - top) * (right - left) and not box[fields.mask.shape[0] // 2, :left].any()
+    middle = (left + right) // 2  # the mediastinum: inside the box, outside the fields
+    assert box[(top + bottom) // 2, middle] and not fields.mask[(top + bottom) // 2, middle]
 
 
 def test_a_map_of_the_lung_fields_themselves_reaches_less_inside_them_at_a_coarser_grid():
     fields = fields_of(load_rgb(NORMAL[0]), ModelConfig(image_size=224))
-    reachable = {grid: gradcam_share_in_lungs(lung_fields_as_gradcam(fields.mask, grid), fields.mask)
+    reachable = {grid: gradcam_share_in(lung_fields_as_gradcam(fields.mask, grid), fields.mask)
                  for grid in (7, 14, 224)}
     assert reachable[224] == pytest.approx(1.0)  # at full resolution the fields themselves are all inside
     assert fields.mask.mean() < reachable[7] < reachable[14] < 1.0  # coarser grids spill over the edges
@@ -99,6 +109,8 @@ def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_di
         assert 0 <= values["flipped"] <= 1 and values["mean_abs_dp"] >= 0
         assert values["mean_abs_dp"] >= abs(values["mean_dp_normal"]) * scores["normal"] / scores["images"] - 1e-9
     assert 0 <= scores["gradcam_in_lungs_pneumonia"] <= 1 and scores["views"] == 1
+    for label in ("normal", "pneumonia"):  # the thorax box holds the lung fields
+        assert scores[f"gradcam_in_lungs_{label}"] <= scores[f"gradcam_in_thorax_{label}"] + 1e-9 <= 1 + 1e-9
     assert scores["gradcam_grid"] == 2 and "gradcam_in_lungs_reachable" in scores  # test_resnet: 64 px / 32
     assert scores["training"]["command"].startswith("python train.py") and scores["training"]["hours"] > 0
     # a training run's folder: its network, bf16, the image alone
