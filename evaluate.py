@@ -33,7 +33,7 @@ from modeling.calibration import expected_calibration_error
 from modeling.data import (DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names,
                            load_data, saved_split)
 from modeling.ensemble import calibrated_predictor, load_ensemble
-from modeling.files import SPLIT_NAME, ModelLoadError, resolve_model_folder, write_json_atomic
+from modeling.files import SPLIT_NAME, ModelLoadError, folder_written_whole, resolve_model_folder, write_json_atomic
 from modeling.inference import Predictor
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
 from modeling.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
@@ -112,28 +112,29 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not accelerator.is_main_process:
         return metrics
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
-    names = [image_name(record, i) for i, record in enumerate(split["image"])]
-    with open(out / "predictions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "label", f"prob_{config.positive_label.lower()}", "predicted"])
-        for name, label, prob in zip(names, labels, probs):
-            predicted = config.positive_label if prob >= config.threshold else _negative_label(config)
-            writer.writerow([name, config.label_names[config.positive_index] if label else _negative_label(config),
-                             f"{prob:.6f}", predicted])
-    plot_roc(labels, probs, metrics, out / "roc.png")
-    plot_reliability(labels, probs, metrics["ece"], out / "reliability.png")
-    plot_pr(labels, probs, metrics, out / "pr.png")
-    plot_confusion(metrics["confusion_matrix"], [_negative_label(config), config.positive_label],
-                   config.threshold, out / "confusion_matrix.png")
+    # the folder appears whole or not at all: a run stopped while plotting leaves the previous one (or none)
+    with folder_written_whole(args.output_dir) as out:
+        write_json_atomic(out / "metrics.json", metrics)
+        names = [image_name(record, i) for i, record in enumerate(split["image"])]
+        with open(out / "predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "label", f"prob_{config.positive_label.lower()}", "predicted"])
+            for name, label, prob in zip(names, labels, probs):
+                predicted = config.positive_label if prob >= config.threshold else _negative_label(config)
+                writer.writerow([name, config.label_names[config.positive_index] if label else _negative_label(config),
+                                 f"{prob:.6f}", predicted])
+        plot_roc(labels, probs, metrics, out / "roc.png")
+        plot_reliability(labels, probs, metrics["ece"], out / "reliability.png")
+        plot_pr(labels, probs, metrics, out / "pr.png")
+        plot_confusion(metrics["confusion_matrix"], [_negative_label(config), config.positive_label],
+                       config.threshold, out / "confusion_matrix.png")
     print(format_table(metrics))
     if "ood" in metrics:
         print(format_ood(metrics["ood"]))
     if "robustness" in metrics:
         print(format_robustness(metrics))
-    print(f"wrote metrics.json, predictions.csv, roc.png, pr.png, confusion_matrix.png, reliability.png to {out}")
+    print("wrote metrics.json, predictions.csv, roc.png, pr.png, confusion_matrix.png, reliability.png to "
+          f"{args.output_dir}")
     return metrics
 
 

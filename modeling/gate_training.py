@@ -187,7 +187,7 @@ def main() -> None:
     positives, validation_xrays = (xray_pixels(splits, args.split_file, side) for side in ("train", "validation"))
     with tempfile.TemporaryDirectory() as folder:
         from PIL import Image
-        evaluation = [fingerprint(Image.open(path)) for path in assemble(Path(folder))]
+        evaluation = [fingerprint(Image.open(path)) for path in assemble(Path(folder) / "non-xray")]
     try:
         sources, summary = gather_negatives(rng, evaluation)
     except MissingSources as error:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .files import folder_written_whole
+
 
 def _package_images() -> dict[str, Image.Image]:
     import matplotlib
@@ -127,17 +129,14 @@ def development_photos(seed: int = 0) -> dict[str, Image.Image]:
 
 
 def assemble(out_dir: Path, seed: int = 0) -> list[Path]:
-    """Write the set as PNG files; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the set as PNG files into `out_dir`, which appears whole or not at all; returns their paths."""
     images = _package_images()
     images.update({f"{name}-grey": image.convert("L").convert("RGB") for name, image in list(images.items())})
     images.update(_generated_images(np.random.default_rng(seed)))
-    paths = []
-    for name, image in sorted(images.items()):
-        path = out_dir / f"{name}.png"
-        image.save(path)
-        paths.append(path)
-    return paths
+    with folder_written_whole(out_dir) as folder:
+        for name, image in sorted(images.items()):
+            image.save(folder / f"{name}.png")
+    return [out_dir / f"{name}.png" for name in sorted(images)]
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from .data import label_mapping, label_names, load_data, saved_split
 from .display import overlay
 from .ensemble import ENSEMBLE_PRECISION, load_ensemble, run_summary
 from .config import ModelConfig
-from .files import SPLIT_NAME, resolve_model_folder, source_network_folder, write_json_atomic
+from .files import SPLIT_NAME, folder_written_whole, resolve_model_folder, source_network_folder, write_json_atomic
 from .inference import Predictor
 from .lungs import LungFields, lung_fields
 from .model import PneumoniaClassifier
@@ -252,13 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     scores["model"] = [str(d) for d in args.ensemble] if args.ensemble else str(args.model)
     scores["title"] = args.title or name
     scores["training"] = training
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.output_dir / "shortcuts.json", scores)
-    if not args.no_gradcam:
-        gradcam_figure(images, positive, details, args.title or name, args.output_dir / "shortcuts.png")
-    if args.contact_sheet:
-        order = np.r_[np.flatnonzero(~positive)[:24], np.flatnonzero(positive)[:24]]
-        contact_sheet([images[i] for i in order], config, args.output_dir / "lung_fields.png")
+    with folder_written_whole(args.output_dir) as out:
+        write_json_atomic(out / "shortcuts.json", scores)
+        if not args.no_gradcam:
+            gradcam_figure(images, positive, details, args.title or name, out / "shortcuts.png")
+        if args.contact_sheet:
+            order = np.r_[np.flatnonzero(~positive)[:24], np.flatnonzero(positive)[:24]]
+            contact_sheet([images[i] for i in order], config, out / "lung_fields.png")
     print({k: v for k, v in scores.items() if k != "model"})
 
 

@@ -94,8 +94,9 @@ def main() -> None:
 
     # (group, what the gate should say, (name, image) pairs, how many, names refused by the reader)
     work_dir = tempfile.TemporaryDirectory()
-    assemble(Path(work_dir.name))
-    names, images, refused = read_folder(Path(work_dir.name))
+    non_xray_dir = Path(work_dir.name) / "non-xray"
+    assemble(non_xray_dir)
+    names, images, refused = read_folder(non_xray_dir)
     non_xrays = list(zip(names, images))
     groups = [("non-X-ray evaluation set", "not an X-ray", non_xrays, len(non_xrays), refused),
               ("test X-rays", "X-ray", split_images(splits["test"]), len(splits["test"]), [])]

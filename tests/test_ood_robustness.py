@@ -55,7 +55,7 @@ def test_verdicts_tell_unlike_training_xrays_from_non_xrays():
 
 
 def test_non_xray_set_has_over_100_described_images(tmp_path):
-    paths = assemble(tmp_path)
+    paths = assemble(tmp_path / "non-xray")
     assert len(paths) >= 100 and len({p.name for p in paths}) == len(paths)
     assert {p.stem.split("-")[0] for p in paths} == {"skimage", "matplotlib", "sklearn", "generated"}
 
