@@ -47,7 +47,7 @@ from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode
 from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, write_json_atomic
 from modeling.ensemble import Ensemble, load_ensemble, member_records
 from modeling.finalize import add_arguments as add_finalize_arguments, finalize
-from modeling.inference import Predictor
+from modeling.inference import Predictor, default_device, fast_bf16
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
 from modeling.probability import positive_probs
 from modeling.model import PneumoniaClassifier
@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "with --ema-decay 0), or the epoch best by a validation criterion (calibrated_loss: log-loss "
                         "after a temperature fitted on the same validation logits); validation carved from train "
                         "saturates, so that an epoch picked on it says little about new data")
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="auto: bf16 where it is faster than fp32 (a GPU, a CPU with AVX512 or AMX), else fp32")
     p.add_argument("--decode-workers", type=int, default=os.cpu_count(), help="processes decoding the images once")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
@@ -144,6 +145,8 @@ def load_teacher(run_dirs: list[str], config: ModelConfig, split_file: Path, dev
 
 def main(args: argparse.Namespace) -> None:
     # cpu=True when there is no GPU, so that torchrun's processes join a gloo process group
+    if args.mixed_precision == "auto":
+        args.mixed_precision = "bf16" if fast_bf16(default_device()) else "no"
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.accelerator.is_available())
     log = accelerator.print
     if args.batch_size is None:

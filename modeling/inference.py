@@ -60,15 +60,30 @@ def deployment_device(precision: str) -> torch.device:
     return torch.device("cpu") if precision == "int8" else default_device()
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs faster than fp32 on `device`. On a CPU only where oneDNN has bf16 kernels (AVX512 or AMX):
+    elsewhere (an AVX2 CPU) PyTorch emulates bf16, 5 to 17 times slower than fp32 (docs/speed.md)."""
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return False
+    return device.type != "cuda" or torch.cuda.is_bf16_supported()
+
+
 def runtime_precision(precision: str, device: torch.device) -> str:
-    """What actually runs: config.json's precision, except that int8 kernels exist only on the CPU."""
-    return "bfloat16" if precision == "int8" and device.type != "cpu" else precision
+    """What actually runs: config.json's precision, except that int8 kernels exist only on the CPU (a GPU runs
+    bf16), and that bf16 runs as fp32 where bf16 is slower (`fast_bf16`): the same weights, within bf16's
+    rounding of the same probabilities."""
+    if precision == "int8" and device.type != "cpu":
+        precision = "bfloat16"
+    return "float32" if precision == "bfloat16" and not fast_bf16(device) else precision
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The eager network's precision context: bf16 (or fp16) autocast, or plain fp32. An int8 model's eager
-    paths (Grad-CAM) run in bf16."""
-    dtype = AUTOCAST_DTYPES.get("bfloat16" if precision == "int8" else precision)
+    paths (Grad-CAM) run in bf16 where bf16 is fast, else fp32."""
+    dtype = AUTOCAST_DTYPES.get(runtime_precision("bfloat16", device) if precision == "int8" else precision)
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 

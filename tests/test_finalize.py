@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 import app
 from modeling import ModelLoadError, Predictor, load_rgb
+from modeling.inference import runtime_precision
 from modeling.files import WEIGHTS_NAME
 from modeling.augment import trained_recipe
 from modeling.finalize import ood_train_features
@@ -101,7 +102,7 @@ def test_evaluate_predictor_and_app_give_identical_probabilities(finalized, smal
         evaluated = {row["image"]: float(row["prob_pneumonia"]) for row in csv.DictReader(f)}
     paths = [sorted((small_data / "test" / label).iterdir())[0] for label in ("NORMAL", "PNEUMONIA")]
     predictor = Predictor.from_pretrained(folder)
-    assert predictor.precision == precision and predictor.device.type == "cpu"
+    assert predictor.precision == runtime_precision(precision, predictor.device) and predictor.device.type == "cpu"
     mine = predictor.probabilities([load_rgb(path) for path in paths], batch_size=1)[:, 1]
     demo = app.build_demo(predictor)
     port = free_port()

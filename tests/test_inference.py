@@ -4,14 +4,19 @@ import torch
 from PIL import Image
 
 from modeling import Predictor
-from modeling.inference import autocast, default_device, runtime_precision
+from modeling.inference import autocast, default_device, fast_bf16, runtime_precision
+
+
+BF16 = "bfloat16" if fast_bf16(torch.device("cpu")) else "float32"  # what this CPU runs bf16 models in
 
 
 @pytest.mark.parametrize("precision, device, runs", [
     ("int8", "cpu", "int8"), ("int8", "cuda", "bfloat16"),  # int8 kernels are the CPU's; a GPU runs bf16
-    ("bfloat16", "cuda", "bfloat16"), ("float32", "cuda", "float32"), ("bfloat16", "cpu", "bfloat16"),
+    ("bfloat16", "cuda", "bfloat16"), ("float32", "cuda", "float32"), ("float32", "cpu", "float32"),
+    ("bfloat16", "cpu", BF16),  # a CPU without bf16 kernels runs fp32 instead
 ])
-def test_runtime_precision(precision, device, runs):
+def test_runtime_precision(precision, device, runs, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # as on the GPUs we use
     assert runtime_precision(precision, torch.device(device)) == runs
 
 
@@ -20,10 +25,11 @@ def test_default_device_is_the_accelerator_when_there_is_one():
     assert default_device() == expected
 
 
-def test_autocast_is_bf16_for_bf16_and_for_int8_eager_paths():
-    for precision in ("bfloat16", "int8"):
-        with autocast(precision, torch.device("cpu")):
-            assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+def test_autocast_is_bf16_for_bf16_and_for_int8_eager_paths_where_bf16_is_fast():
+    with autocast("bfloat16", torch.device("cpu")):  # asked for explicitly: bf16 whatever the CPU
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with autocast("int8", torch.device("cpu")):  # Grad-CAM of an int8 model: bf16 where this CPU runs it fast
+        assert torch.is_autocast_enabled("cpu") == (BF16 == "bfloat16")
     with autocast("float32", torch.device("cpu")):
         assert not torch.is_autocast_enabled("cpu")
 
