@@ -185,7 +185,7 @@ def measure_inference(variant: str, model_id: str, batch_size: int, repeats: int
             if i >= 2:
                 times.append(time.perf_counter() - started)
     return {"ms": 1000 * statistics.median(times), "images_per_s": batch_size / statistics.median(times),
-            "first_call_s": first_call_s}
+            "first_call_s": first_call_s, "precision_run": predictor.precision}  # a bf16 row runs fp32 on AVX2
 
 
 def run_measurement(kind: str, variant: str, args: argparse.Namespace, tcmalloc: bool) -> dict:
@@ -276,6 +276,16 @@ def evaluate_seconds(model_id: str, data: str) -> float:
 
 # ---------------------------------------------------------------- the whole run
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (Linux), else what the platform module knows."""
+    import platform
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "weights" / "pneumonia-resnet50"))
@@ -303,7 +313,10 @@ def main() -> None:
 
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
-    results: dict = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "training": {}, "inference": {}}
+    from modeling.inference import fast_bf16
+    # the bf16 rows depend on the CPU more than anything: fast only where oneDNN has bf16 kernels
+    results: dict = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
+                     "fast_bf16": fast_bf16(torch.device("cpu")), "training": {}, "inference": {}}
 
     for variant, label in TRAINING_VARIANTS.items():
         if variant in OPTIONAL_TRAINING_VARIANTS and not args.train_compile:

@@ -435,6 +435,15 @@ def ood_page(model_dir: Path) -> str:
 
 # ---------------------------------------------------------------- docs/speed.md
 
+def cpu_sentence(b: dict) -> str:
+    """Which CPU the benchmark ran on, and whether bf16 is fast there (files written before it was recorded: nothing)."""
+    if "cpu_model" not in b:
+        return ""
+    kernels = ("has bf16 kernels: bf16 rows run bf16" if b["fast_bf16"] else
+               "has no bf16 kernels, where train.py and the Predictor run fp32 instead (`modeling.inference.fast_bf16`)")
+    return f" CPU: {b['cpu_model']}, which {kernels}."
+
+
 def benchmark_lines() -> list[str]:
     b = _read(DOCS / "benchmarks.json")
     if b is None:
@@ -443,7 +452,7 @@ def benchmark_lines() -> list[str]:
     lines = ["## Training and inference", "",
              f"`python -m benchmarks.run --output docs/benchmarks.json` ({b['cpus']} CPU cores, {b['threads']} threads, "
              "ResNet50 at 224 px). A row starting with + adds one change to the row above; every ratio is against the "
-             "plain fp32 eager baseline measured in the same run, each row in its own process.", "",
+             "plain fp32 eager baseline measured in the same run, each row in its own process." + cpu_sentence(b), "",
              "| training, end to end (loading, augmentation, forward, backward, AdamW) | images/s | vs baseline |",
              "| --- | --- | --- |"]
     lines += [f"| {row['label']} | {row['images_per_s']:.2f} | {row['ratio']:.2f}x |" for row in b["training"].values()]
