@@ -88,6 +88,7 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         size_schedule=", ".join(f"{size} px for {count} epochs" for size, count in args.get("size_schedule") or []),
         augmentation=describe_augmentation(trained_recipe(log)), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
+        mixed_precision=args.get("mixed_precision", "bf16"),
         views=1 + len(config.tta_views), views_choice=config.validation.get("views_choice"), precision=config.precision,
         int8_images=config.quantization.get("calibration_images"),
         epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
