@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from modeling import PneumoniaClassifier, Predictor
 from modeling.checkpointing import latest_checkpoint
 from modeling.data import patient_id
+from modeling.inference import fast_bf16
 
 from tests.helpers import REPO, TINY_TRAIN_ARGS, run_script
 
@@ -127,11 +129,13 @@ def test_balanced_sampler_is_sharded_across_two_processes(tmp_path):
 def test_two_process_distributed_training(small_data, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--data", str(small_data),
-         "--output-dir", str(tmp_path), "--epochs", "2", *TINY_TRAIN_ARGS],
+         "--output-dir", str(tmp_path), "--epochs", "2", *TINY_TRAIN_ARGS, "--mixed-precision", "auto"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     log = json.loads((tmp_path / "training_log.json").read_text())
     assert log["num_processes"] == 2 and [r["epoch"] for r in log["history"]] == [1, 2]  # the moving average
+    # auto: bf16 where this CPU runs it faster than fp32, as the log records it
+    assert log["args"]["mixed_precision"] == ("bf16" if fast_bf16(torch.device("cpu")) else "no")
     Predictor.from_pretrained(tmp_path / "model")
 
 
