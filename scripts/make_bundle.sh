@@ -15,7 +15,7 @@ DATA=${DATA:-../shared/data/chest_xray}
 FORMATS=${FORMATS:-../shared/data/formats}
 SEEDS=(1 2 3)
 STUDENT_SEED=4
-RECIPE=(--data "$DATA" --no-pretrained --epochs 48 --size-schedule 128:30,176:10,224:8 --warmup-epochs 2
+RECIPE=(--data "$DATA" --no-pretrained --epochs 48 --size-schedule "128:30,176:10,224:8" --warmup-epochs 2
         --split-file weights/pneumonia-resnet50/split.json --augment shortcut-breaking --resume --no-finalize)
 TEACHERS=()
 for s in "${SEEDS[@]}"; do TEACHERS+=("$RUNS/r50-sb-seed$s"); done
@@ -83,4 +83,4 @@ for stage in "${@:-seeds student scores finalize test}"; do
         esac
     done
 done
-step done
+step "stages done: ${*:-all}"
