@@ -70,12 +70,12 @@ def stage_scores(predictor: Predictor, images: list[Image.Image]) -> np.ndarray:
     return predictor.ood.stage_scores(np.concatenate(features))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="LABEL=MODEL_DIR, repeatable")
     parser.add_argument("--data", required=True, help="the imagefolder the models were trained on")
     parser.add_argument("--output", type=Path, required=True, help="the picture (.png); the .json goes beside it")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     models = dict(spec.split("=", 1) for spec in args.model)
 
     # the X-rays: every sixth validation image of the first model's split (models compared share one split)
@@ -87,7 +87,7 @@ def main() -> None:
     groups = {"photos, colour": list(photos.values()),
               "photos, greyscale": [image.convert("L").convert("RGB") for image in photos.values()]}
     groups |= {f"X-ray, {name}": [change(image) for image in xrays] for name, change in XRAY_CHANGES.items()}
-    report = {"command": shlex.join(["python", "-m", "scripts.ood_development", *sys.argv[1:]]),
+    report = {"command": shlex.join(["python", "-m", "scripts.ood_development", *(sys.argv[1:] if argv is None else argv)]),
               "factor_in_use": NOT_AN_XRAY_FACTOR, "factors": FACTORS.tolist(),
               "images": {name: len(images) for name, images in groups.items()},
               "pictures": sum("-crop" not in name for name in photos), "models": {}}

@@ -100,7 +100,7 @@ def logged_row(label: str, run_dir: Path) -> dict:
             "log_best": best_from_log(run_dir)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     # one list, in the order given on the command line: the table's rows keep that order
@@ -112,7 +112,7 @@ def main() -> None:
                             metavar="LABEL=DIR", type=lambda spec, kind=kind: (kind, spec))
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--append", action="store_true", help="keep the rows already in --output, add these after them")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     earlier = json.loads(args.output.read_text()) if args.append and args.output.exists() else {}
     commands, rows = earlier.get("commands", []), earlier.get("rows", [])
@@ -124,7 +124,7 @@ def main() -> None:
             rows.append(logged_row(label, Path(folder)) if kind == "logged"
                         else predicted_row(label, Path(folder), kind == "deployed", args.data))
         print(rows[-1], flush=True)
-    commands.append(shlex.join(["python", "-m", "scripts.validation_results", *sys.argv[1:]]))
+    commands.append(shlex.join(["python", "-m", "scripts.validation_results", *(sys.argv[1:] if argv is None else argv)]))
     args.output.write_text(json.dumps({"commands": commands, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.output}")
 

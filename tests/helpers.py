@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -60,7 +61,8 @@ def finalize_cli(*argv: str) -> None:
     main([str(arg) for arg in argv])
 
 
-def _printed(main, argv: tuple) -> str:
+def printed_by(main, argv: Sequence) -> str:
+    """What `main(argv)`, a command's own main, prints when run in this process."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         main([str(arg) for arg in argv])
@@ -71,10 +73,10 @@ def predict_cli(*argv: str) -> str:
     """`python predict.py ARGV` run by its own main in this process (see finalize_cli); returns what it printed.
     A refusal raises SystemExit with the one sentence the user reads."""
     import predict
-    return _printed(lambda args: predict.main(predict.parse_args(args)), argv)
+    return printed_by(lambda args: predict.main(predict.parse_args(args)), argv)
 
 
 def evaluate_cli(*argv: str) -> str:
     """`python evaluate.py ARGV` in this process, as predict_cli."""
     import evaluate
-    return _printed(lambda args: evaluate.evaluate(evaluate.parse_args(args)), argv)
+    return printed_by(lambda args: evaluate.evaluate(evaluate.parse_args(args)), argv)

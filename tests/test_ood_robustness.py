@@ -9,7 +9,8 @@ from modeling.non_xray import assemble
 from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, fit_detector, ood_verdicts
 from modeling.robustness import PERTURBATIONS
 
-from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port, run_script
+from scripts.ood_development import main as ood_development
+from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port, printed_by
 
 
 def test_feature_density_scores_far_points_higher():
@@ -132,9 +133,9 @@ def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_
     finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                str(augmented), "--precision", "float32", "--ood-gate", "augmented")
     picture = tmp_path / "dev.png"
-    result = run_script("-m", "scripts.ood_development", "--model", f"as is={tiny_model_dir}", "--model",
-                        f"augmented={augmented}", "--data", str(small_data), "--output", str(picture))
-    assert result.stdout.strip().endswith(f"wrote {picture} and dev.json")
+    printed = printed_by(ood_development, ["--model", f"as is={tiny_model_dir}", "--model", f"augmented={augmented}",
+                                           "--data", small_data, "--output", picture])
+    assert printed.strip().endswith(f"wrote {picture} and dev.json")
     report = json.loads(picture.with_suffix(".json").read_text())
     assert report["images"]["photos, greyscale"] == report["images"]["photos, colour"] == 5 * len(development)
     as_is, augmented = report["models"]["as is"], report["models"]["augmented"]

@@ -17,6 +17,7 @@ from modeling import PneumoniaClassifier, Predictor
 from modeling.checkpointing import latest_checkpoint
 from modeling.data import patient_id
 from modeling.inference import fast_bf16
+from scripts.validation_results import main as validation_results
 
 from tests.helpers import REPO, TINY_TRAIN_ARGS, run_script
 
@@ -76,16 +77,16 @@ def test_validation_table_appends_rows_and_keeps_every_command(tiny_model_dir, s
     table = tmp_path / "validation_results.json"
     log = json.loads((tiny_model_dir / "training_log.json").read_text())
     chosen = next(r for r in log["history"] if (r["epoch"], r["weights"]) == (log["best_epoch"], log["best_weights"]))
-    for label, extra in (("first", []), ("second", ["--append"])):
-        run_script("-m", "scripts.validation_results", "--data", str(small_data), "--logged", f"{label}={tiny_model_dir}",
-                   "--output", str(table), *extra)
+    for label, extra in (("first", []), ("second", ["--append"])):  # the command's own main, in this process
+        validation_results(["--data", str(small_data), "--logged", f"{label}={tiny_model_dir}", "--output", str(table),
+                            *extra])
     written = json.loads(table.read_text())
     assert [row["label"] for row in written["rows"]] == ["first", "second"]
     assert written["rows"][1]["log_loss"] == chosen["val_calibrated_loss"]
     assert len(written["commands"]) == 2 and written["commands"][1].endswith("--append")
-    run_script("-m", "scripts.validation_results", "--data", str(small_data), "--logged", f"alone={tiny_model_dir}",
-               "--run", f"network={tiny_model_dir.parent}", "--ensemble", f"ensemble of it={tiny_model_dir.parent}",
-               "--output", str(table))  # without --append the table starts again
+    validation_results(["--data", str(small_data), "--logged", f"alone={tiny_model_dir}",
+                        "--run", f"network={tiny_model_dir.parent}", "--ensemble", f"ensemble of it={tiny_model_dir.parent}",
+                        "--output", str(table)])  # without --append the table starts again
     rows = json.loads(table.read_text())["rows"]
     assert [row["label"] for row in rows] == ["alone", "network", "ensemble of it"]
     # an ensemble of one network is that network
