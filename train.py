@@ -144,9 +144,9 @@ def load_teacher(run_dirs: list[str], config: ModelConfig, split_file: Path, dev
 
 
 def main(args: argparse.Namespace) -> None:
-    # cpu=True when there is no GPU, so that torchrun's processes join a gloo process group
     if args.mixed_precision == "auto":
         args.mixed_precision = "bf16" if fast_bf16(default_device()) else "no"
+    # cpu=True when there is no GPU, so that torchrun's processes join a gloo process group
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.accelerator.is_available())
     log = accelerator.print
     if args.batch_size is None:

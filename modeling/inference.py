@@ -62,7 +62,7 @@ def deployment_device(precision: str) -> torch.device:
 
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 runs faster than fp32 on `device`. On a CPU only where oneDNN has bf16 kernels (AVX512 or AMX):
-    elsewhere (an AVX2 CPU) PyTorch emulates bf16, 5 to 17 times slower than fp32 (docs/speed.md)."""
+    elsewhere (an AVX2 CPU) PyTorch emulates bf16, several times slower than fp32."""
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
