@@ -49,9 +49,9 @@ shortcut_scores() {  # OUTPUT_DIR TITLE MODEL_ARGS...: the shortcut scores on va
 
 scores() {
     for run in "${TEACHERS[@]}" "$STUDENT"; do
-        shortcut_scores "$run/shortcuts" "$(basename "$run") (bf16, the image alone)" --model "$run" --precision bfloat16
+        shortcut_scores "$run/shortcuts" "$(basename "$run") (the image alone)" --model "$run" --precision bfloat16
     done
-    shortcut_scores "$ENSEMBLE/shortcuts" "ensemble of seeds ${SEEDS[*]} (bf16, the image alone)" --ensemble "${TEACHERS[@]}"
+    shortcut_scores "$ENSEMBLE/shortcuts" "ensemble of seeds ${SEEDS[*]} (the image alone)" --ensemble "${TEACHERS[@]}"
     [ -f "$ENSEMBLE/eval-validation/metrics.json" ] || python evaluate.py --ensemble "${TEACHERS[@]}" --data "$DATA" \
         --split validation --output-dir "$ENSEMBLE/eval-validation" --robustness
 }
