@@ -31,13 +31,13 @@ from modeling.preprocessing import read_image, to_rgb
 RULE_COLOURS = {"sensitivity": "crimson", "youden": "darkorange", "prior": "royalblue"}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="a folder made by modeling.finalize")
     parser.add_argument("--data", required=True)
     parser.add_argument("--per-row", type=int, default=8, help="images shown per class")
     parser.add_argument("--output", type=Path, required=True, help="the picture (.png); a .json beside it lists the images")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     predictor = Predictor.from_pretrained(args.model_dir, device="cpu")
     config = predictor.config
@@ -85,7 +85,7 @@ def main() -> None:
                 ax.text(0, 1.32, title, transform=ax.transAxes, fontsize=10, weight="bold")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=80, bbox_inches="tight")
-    listing = {"command": shlex.join(["python", "-m", "scripts.threshold_images", *sys.argv[1:]]),
+    listing = {"command": shlex.join(["python", "-m", "scripts.threshold_images", *(sys.argv[1:] if argv is None else argv)]),
                "model_dir": str(args.model_dir), "threshold_rules": rules,
                "pneumonia_most_normal": [{"file": names[i], "p": float(probs[i])} for i in most_normal_pneumonia],
                "normal_most_pneumonia": [{"file": names[i], "p": float(probs[i])} for i in most_pneumonia_normal]}

@@ -18,17 +18,17 @@ from pathlib import Path
 from modeling.plots import plot_training_curves
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, help="LABEL=RUN_DIR (a folder with training_log.json)")
     parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runs = {}
     for spec in args.run:
         label, run_dir = spec.split("=", 1)
         runs[label] = json.loads((Path(run_dir) / "training_log.json").read_text())
     plot_training_curves(runs, args.output)
-    command = shlex.join(["python", "-m", "scripts.training_curves", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "scripts.training_curves", *(sys.argv[1:] if argv is None else argv)])
     args.output.with_suffix(".json").write_text(json.dumps({"command": command, "runs": list(runs)}, indent=2) + "\n")
     print(f"wrote {args.output}")
 

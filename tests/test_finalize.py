@@ -23,7 +23,8 @@ from modeling.ood import OOD_FILE
 from modeling.quantize import CALIBRATION_NAME
 from modeling.robustness import PERTURBATIONS
 
-from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port, run_script
+from scripts.threshold_images import main as threshold_images
+from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port
 
 pytestmark = pytest.mark.slow  # every test here trains, finalizes, evaluates or scores in subprocesses
 
@@ -153,8 +154,7 @@ def test_evaluate_on_validation_without_a_split_file_is_one_sentence(float32_fol
 def test_threshold_figure_shows_the_validation_images_that_decide_the_rules(float32_folder, small_data, tmp_path):
     folder = float32_folder
     picture = tmp_path / "thresholds.png"
-    run_script("-m", "scripts.threshold_images", str(folder), "--data", str(small_data), "--per-row", "3",
-               "--output", str(picture))
+    threshold_images([str(folder), "--data", str(small_data), "--per-row", "3", "--output", str(picture)])
     listing = json.loads(picture.with_suffix(".json").read_text())
     split = json.loads((folder / "split.json").read_text())
     labels = {name: label for label in ("NORMAL", "PNEUMONIA") for name in

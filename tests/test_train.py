@@ -17,9 +17,10 @@ from modeling import PneumoniaClassifier, Predictor
 from modeling.checkpointing import latest_checkpoint
 from modeling.data import patient_id
 from modeling.inference import fast_bf16
+from scripts.training_curves import main as training_curves
 from scripts.validation_results import main as validation_results
 
-from tests.helpers import REPO, TINY_TRAIN_ARGS, run_script
+from tests.helpers import REPO, TINY_TRAIN_ARGS, printed_by, run_script
 
 METRIC_KEYS = {"n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
                "confusion_matrix", "ci95", "at_0.5"}
@@ -67,8 +68,8 @@ def test_evaluate_writes_metrics_plots_and_predictions(tiny_model_dir, small_dat
 @pytest.mark.slow
 def test_training_curves_picture_from_the_training_log(tiny_model_dir, tmp_path):
     picture = tmp_path / "curves.png"
-    result = run_script("-m", "scripts.training_curves", "--run", f"tiny={tiny_model_dir}", "--output", str(picture))
-    assert result.stdout.strip() == f"wrote {picture}"
+    printed = printed_by(training_curves, ["--run", f"tiny={tiny_model_dir}", "--output", picture])  # in this process
+    assert printed.strip() == f"wrote {picture}"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
 
 
