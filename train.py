@@ -47,7 +47,7 @@ from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode
 from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, write_json_atomic
 from modeling.ensemble import Ensemble, load_ensemble, member_records
 from modeling.finalize import add_arguments as add_finalize_arguments, finalize
-from modeling.inference import Predictor, default_device, fast_bf16
+from modeling.inference import Predictor, default_device, describe_device, fast_bf16
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
 from modeling.probability import positive_probs
 from modeling.model import PneumoniaClassifier
@@ -235,6 +235,7 @@ def main(args: argparse.Namespace) -> None:
     candidates = ({"ema": ema.module} if ema is not None and args.select_metric == "last" else
                   {"weights": model} | ({"ema": ema.module} if ema is not None else {}))
     validation_precision = {"bf16": "bfloat16", "fp16": "float16"}.get(accelerator.mixed_precision, "float32")
+    device = describe_device(accelerator.device)  # each epoch's record says where it ran: a run can span machines
 
     # --- resume
     state = {"epoch": -1, "best_score": None, "best_epoch": None, "history": []}
@@ -242,6 +243,9 @@ def main(args: argparse.Namespace) -> None:
     if checkpoint:
         state = load_checkpoint(accelerator, checkpoint)
         log(f"resumed from {checkpoint} (epoch {state['epoch'] + 1} done)")
+        for record in state["history"]:  # epochs logged before records named them: a CPU, in the precision saved
+            record.setdefault("device", "cpu")
+            record.setdefault("mixed_precision", state["args"]["mixed_precision"])
     elif args.resume:
         log(f"no checkpoint in {ckpt_root}; starting from scratch")
 
@@ -283,7 +287,8 @@ def main(args: argparse.Namespace) -> None:
             val = binary_metrics(positive, positive_probs(logits, 1.0, config.positive_index), 0.5)
             calibrated_loss, temperature = calibrated_log_loss(logits, labels, config.positive_index)
             calibrated = positive_probs(logits, temperature, config.positive_index)
-            record = {"epoch": epoch + 1, "weights": name, "train_size": sizes[epoch],
+            record = {"epoch": epoch + 1, "weights": name, "train_size": sizes[epoch], "device": device,
+                      "mixed_precision": accelerator.mixed_precision,
                       "train_loss": loss_sum / max(1, len(train_loader)),
                       "train_images_per_s": len(train_loader) * images_per_step / train_time,
                       "train_seconds": train_time, "lr_end": optimizer.param_groups[0]["lr"],

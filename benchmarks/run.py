@@ -276,16 +276,6 @@ def evaluate_seconds(model_id: str, data: str) -> float:
 
 # ---------------------------------------------------------------- the whole run
 
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (Linux), else what the platform module knows."""
-    import platform
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "weights" / "pneumonia-resnet50"))
@@ -314,6 +304,7 @@ def main() -> None:
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
     from modeling.inference import fast_bf16
+    from modeling.runtime import cpu_model
     # the bf16 rows depend on the CPU more than anything: fast only where oneDNN has bf16 kernels
     results: dict = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
                      "fast_bf16": fast_bf16(torch.device("cpu")), "training": {}, "inference": {}}

@@ -108,7 +108,7 @@ def run_summary(log: dict[str, Any]) -> dict[str, Any]:
     """How a run was trained, from its training_log.json: command, seed, commit, device and training hours."""
     cost = epoch_cost(log)
     return {"command": log.get("command"), "seed": log["args"].get("seed"), "commit": log.get("commit"),
-            "device": cost["device"], "hours": cost["hours"], "median_hours": cost["median_hours"]}
+            "device": cost["device"], "on": cost["on"], "hours": cost["hours"], "median_hours": cost["median_hours"]}
 
 
 def member_records(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:

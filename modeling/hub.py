@@ -88,7 +88,7 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         size_schedule=", ".join(f"{size} px for {count} epochs" for size, count in args.get("size_schedule") or []),
         augmentation=describe_augmentation(trained_recipe(log)), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
-        mixed_precision=args.get("mixed_precision", "bf16"),
+        training_precision=training_precision(log),
         views=1 + len(config.tta_views), views_choice=config.validation.get("views_choice"), precision=config.precision,
         int8_images=config.quantization.get("calibration_images"),
         epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
@@ -132,19 +132,45 @@ def _pinned(command: str, batch_size: int) -> str:
     return " ".join(words + (["--batch-size", str(batch_size)] if "--batch-size" not in words else []))
 
 
+PRECISION_NAMES = {"bf16": "bf16 autocast", "fp16": "fp16 autocast", "no": "fp32"}
+
+
 def epoch_cost(log: dict[str, Any]) -> dict[str, Any]:
     """Training hours in the log; the median seconds per epoch at each training size, and the hours they add up to
     (what the run costs without pauses or other work on the same cores, which inflate the logged hours); the device
     the run trained on ("cpu" for logs older than train.py's "device" field: every run bundled before it was a CPU
-    run). Validation comes on top of both."""
+    run), and where each epoch names its own (a run resumed on other machines), the hours on each, in words ("on").
+    Validation comes on top of both."""
     epochs = {record["epoch"]: record for record in log["history"]}  # one record per epoch (weights and EMA share it)
     by_size: dict[int, list[float]] = {}
+    hours_on: dict[str, float] = {}
     for record in epochs.values():
         by_size.setdefault(record.get("train_size", log["args"]["image_size"]), []).append(record["train_seconds"])
+        where = record.get("device", log.get("device", "cpu"))
+        hours_on[where] = hours_on.get(where, 0.0) + record["train_seconds"] / 3600
     medians = {size: statistics.median(seconds) for size, seconds in sorted(by_size.items())}
+    on = (f"on {_device_words(next(iter(hours_on)))}" if len(hours_on) == 1 else
+          "(" + ", ".join(f"{hours:.1f} h on {_device_words(where)}" for where, hours in hours_on.items()) + ")")
     return {"hours": sum(r["train_seconds"] for r in epochs.values()) / 3600, "seconds_per_epoch": medians,
             "median_hours": sum(medians[size] * len(seconds) for size, seconds in by_size.items()) / 3600,
-            "num_processes": log.get("num_processes", 1), "device": log.get("device", "cpu")}
+            "num_processes": log.get("num_processes", 1), "device": log.get("device", "cpu"), "on": on}
+
+
+def _device_words(device: str) -> str:
+    """'cpu' (logs before devices were described: the 2-core CPUs of this project), a described CPU, or a GPU."""
+    return "a 2-core CPU" if device == "cpu" else f"a {device}" if device.endswith(" CPU") else f"one {device}"
+
+
+def training_precision(log: dict[str, Any]) -> str:
+    """The precision the epochs trained in; where sittings on different machines differed, each with its epochs."""
+    default = log["args"].get("mixed_precision", "bf16")  # logs before "auto" trained in bf16 unless told
+    epochs: dict[str, set[int]] = {}
+    for record in log["history"]:
+        epochs.setdefault(record.get("mixed_precision", default), set()).add(record["epoch"])
+    if len(epochs) == 1:
+        return PRECISION_NAMES[next(iter(epochs))]
+    return ", ".join(f"{PRECISION_NAMES[name]} for {len(numbers)} epochs" for name, numbers in epochs.items()) + \
+        " (each sitting in what its machine runs fast)"
 
 
 def train_command(args: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ Artifacts beside the weights are loaded only if they were fitted for what config
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -38,6 +39,7 @@ from .model import PneumoniaClassifier
 from .ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, ood_verdicts
 from .preprocessing import eval_transform, normalize, to_rgb
 from .quantize import Int8Forward, load_calibration
+from .runtime import cpu_model
 from .views import normalized_views
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -52,6 +54,14 @@ def thumbnail_features(pixels: torch.Tensor) -> torch.Tensor:
 def default_device() -> torch.device:
     """A GPU (or other accelerator) when one is present, otherwise the CPU."""
     return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """What a run's hours were spent on: the GPU's name, or the CPU's model and its cores (hours differ several-fold
+    between CPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{os.cpu_count()}-core {cpu_model()} CPU" if device.type == "cpu" else device.type
 
 
 def deployment_device(precision: str) -> torch.device:

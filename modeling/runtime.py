@@ -28,6 +28,16 @@ def find_tcmalloc() -> str | None:
     return found if found and os.path.isabs(found) else None
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (Linux), else what the platform module knows."""
+    import platform
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def tcmalloc_active() -> bool:
     return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
 

@@ -69,7 +69,7 @@ def training_summary(model_dir: Path) -> str:
                  if teachers else "")
     return (f"{args['model']} trained {start} for {args['epochs']} epochs"
             f"{f' with progressive resizing ({schedule})' if schedule else ''}{distilled}, {cost['hours']:.1f} hours "
-            f"of training as logged ({cost['median_hours']:.1f} at the median epoch times), keeping {kept}. "
+            f"of training {cost['on']} as logged ({cost['median_hours']:.1f} at the median epoch times), keeping {kept}. "
             f"Augmentation: {describe_augmentation(trained_recipe(log))}.")
 
 

@@ -15,7 +15,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import load_file, save_file
 
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
-from modeling.hub import build_card, epoch_cost, model_operations, space_operations
+from modeling.hub import build_card, epoch_cost, model_operations, space_operations, training_precision
 
 from tests.helpers import KERMANY, REPO, evaluate_cli, run_script
 from tests.hub_cache import add_to_hub_cache
@@ -137,8 +137,8 @@ def test_card_of_a_distilled_network_gives_its_teachers_commands_seeds_and_hours
     log = json.loads((distilled / "training_log.json").read_text())
     teacher_command = log["command"].replace("--output-dir", "--seed 11 --output-dir") + " --resume"
     log["teachers"] = [{"run": f"runs/seed{seed}", "command": teacher_command.replace("11", str(seed)), "seed": seed,
-                        "commit": None, "device": "cpu", "hours": hours, "median_hours": hours - 0.5, "batch_size": 8,
-                        "weights_sha256": "0" * 64}
+                        "commit": None, "device": "cpu", "on": "on a 2-core CPU", "hours": hours,
+                        "median_hours": hours - 0.5, "batch_size": 8, "weights_sha256": "0" * 64}
                        for seed, hours in ((11, 2.25), (12, 2.5))]  # as train.py --teachers records them
     (distilled / "training_log.json").write_text(json.dumps(log))
     text = build_card(distilled, REPO_ID, REPO / "model_card.md").text
@@ -158,6 +158,17 @@ def test_training_hours_at_the_median_epoch_leave_out_a_paused_epoch():
     cost = epoch_cost(log)
     assert cost["seconds_per_epoch"] == {128: 110.0, 224: 360.0}
     assert cost["hours"] == pytest.approx(1870 / 3600) and cost["median_hours"] == pytest.approx(690 / 3600)
+    assert cost["on"] == "on a 2-core CPU" and training_precision(log) == "bf16 autocast"  # logs before either was kept
+
+
+def test_a_run_resumed_on_other_machines_gives_the_hours_and_precision_of_each():
+    log = {"args": {"image_size": 224, "mixed_precision": "bf16"}, "device": "NVIDIA H200", "history": [
+        {"epoch": 1, "train_seconds": 7200.0, "device": "2-core AMD EPYC CPU", "mixed_precision": "no"},
+        {"epoch": 2, "train_seconds": 3600.0, "device": "2-core AMD EPYC CPU", "mixed_precision": "no"},
+        {"epoch": 3, "train_seconds": 36.0, "device": "NVIDIA H200", "mixed_precision": "bf16"}]}
+    assert epoch_cost(log)["on"] == "(3.0 h on a 2-core AMD EPYC CPU, 0.0 h on one NVIDIA H200)"
+    assert training_precision(log) == "fp32 for 2 epochs, bf16 autocast for 1 epochs (each sitting in what its " \
+                                      "machine runs fast)"
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from modeling import PneumoniaClassifier, Predictor
 from modeling.checkpointing import latest_checkpoint
 from modeling.data import patient_id
-from modeling.inference import fast_bf16
+from modeling.inference import describe_device, fast_bf16
 from scripts.training_curves import main as training_curves
 from scripts.validation_results import main as validation_results
 
@@ -39,6 +39,9 @@ def test_training_writes_a_finalized_model_folder(tiny_run_dir, tiny_model_dir):
     assert "threshold" not in log and "temperature" not in log  # the deployed scalars live in config.json only
     # by default the run keeps its final moving average, the one network validated each epoch
     assert [(r["epoch"], r["weights"]) for r in log["history"]] == [(1, "ema"), (2, "ema")]
+    # each epoch says where and in what precision it ran: a resumed run can span machines
+    assert {(r["device"], r["mixed_precision"]) for r in log["history"]} == {(describe_device(torch.device("cpu")), "no")}
+    assert describe_device(torch.device("cpu")).endswith(" CPU")
     assert (log["best_epoch"], log["best_weights"]) == (2, "ema")
     assert log["augmentation"]["recipe"] == "shortcut-breaking" and log["augmentation"]["frame_probability"] > 0
     assert log["commit"] is None or len(log["commit"].split("+")[0]) == 40
