@@ -95,8 +95,9 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
         select_metric=args.get("select_metric", "roc_auc"), best_epoch=log["best_epoch"],
         val_roc_auc=config.validation.get("roc_auc", float("nan")),
-        eval_command=f"python evaluate.py --model {metrics.get('model', model_dir)} --data {data_arg} "
-                     f"--split {metrics.get('split', 'test')} --output-dir {model_dir / 'eval'}",
+        eval_command=metrics.get("command") or (f"python evaluate.py --model {metrics.get('model', model_dir)} "
+                                                f"--data {data_arg} --split {metrics.get('split', 'test')} "
+                                                f"--output-dir {model_dir / 'eval'}"),  # older runs: rebuilt
         metrics=metrics, rates=RATES, bootstrap=metrics.get("bootstrap", "many"),
         ood_quantile=config.ood.get("quantile"), ood_stages=", ".join(config.ood.get("stages", [])),
         ood_fitted_on=config.ood.get("fitted_on"),

@@ -2,12 +2,14 @@
 # The commands that make the bundled model, in order: three seeds of one recipe, the student distilled from their
 # ensemble, the shortcut scores of each, the finalize step, and the validation and test evaluations.
 #
-#   bash scripts/make_bundle.sh [STAGE]     STAGE: seeds, student, scores, finalize, test (default: all, in order)
+#   bash scripts/make_bundle.sh [STAGE]     STAGE: seeds, student, scores, finalize, test, publish (default: all, in order)
 #
 # Every step writes its own folder under $RUNS and is skipped once that folder's last file exists; training steps
-# pass --resume, so a stopped sitting continues where it stopped. The test split is evaluated in the last stage only,
-# once every choice is made, and never again once its metrics exist. CPU: about 2.3 hours a seed, twice that for
-# the student, an hour for the finalize step; set RUNS, DATA or FORMATS to point elsewhere.
+# pass --resume, so a stopped sitting continues where it stopped. The test split is evaluated in the test stage only,
+# once every choice is made, and never again once its metrics exist. The publish stage copies the scores into docs/
+# and, where the bundle is better on the test split, the bundle into weights/ (scripts/publish_bundle.py); it commits
+# nothing. A seed costs 48 epochs of train.py on the machine at hand (its log records the hours), the student about
+# twice that (three teachers' forward passes per batch). Set RUNS, DATA or FORMATS to point elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
@@ -65,6 +67,8 @@ finalize() {
     shortcut_scores "$BUNDLE/shortcuts" "bundle-v5 (as deployed)" --model "$BUNDLE"
     [ -f "$BUNDLE/eval-validation/metrics.json" ] || python evaluate.py --model "$BUNDLE" --data "$DATA" \
         --split validation --output-dir "$BUNDLE/eval-validation" --robustness
+    [ -f "$BUNDLE/validation_thresholds.json" ] || python -m scripts.threshold_images "$BUNDLE" --data "$DATA" \
+        --output "$BUNDLE/validation_thresholds.png"
 }
 
 test_split() {  # the one evaluation on the test split, for the ensemble and the bundled student
@@ -75,11 +79,17 @@ test_split() {  # the one evaluation on the test split, for the ensemble and the
         --output-dir "$BUNDLE/eval" --ood-images "$RUNS/non-xray" --other-xrays "$FORMATS" --robustness
 }
 
-for stage in "${@:-seeds student scores finalize test}"; do
+publish() {
+    python -m scripts.publish_bundle --data "$DATA" --seeds "${TEACHERS[@]}" --ensemble "$ENSEMBLE" \
+        --student "$STUDENT" --bundle "$BUNDLE"
+}
+
+for stage in "${@:-seeds student scores finalize test publish}"; do
     for s in $stage; do
         case $s in
             seeds) seeds ;; student) student ;; scores) scores ;; finalize) finalize ;; test) test_split ;;
-            *) echo "unknown stage '$s' (seeds, student, scores, finalize, test)" >&2; exit 2 ;;
+            publish) publish ;;
+            *) echo "unknown stage '$s' (seeds, student, scores, finalize, test, publish)" >&2; exit 2 ;;
         esac
     done
 done
