@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modeling.config import ModelConfig
-from modeling.files import folder_written_whole
+from modeling.files import file_sha256, folder_written_whole
 from modeling.hub import build_card
 from scripts import render_docs, shortcut_report, validation_results
 
@@ -44,11 +44,14 @@ def better_on_test(new: dict[str, Any], old: dict[str, Any]) -> tuple[bool, str]
 
 def score_stems(seeds: list[Path], ensemble: Path, student: Path, bundle: Path) -> dict[str, Path]:
     """docs/shortcuts stem -> the folder modeling.shortcuts wrote for that model."""
-    stems = {}
-    for run in seeds:
-        number = re.search(r"seed(\d+)$", run.name)
-        stems[f"seed{number.group(1) if number else run.name}"] = run / "shortcuts"
+    stems = {f"seed{_seed(run)}": run / "shortcuts" for run in seeds}
     return {**stems, "ensemble": ensemble / "shortcuts", "student": student / "shortcuts", "bundle": bundle / "shortcuts"}
+
+
+def _seed(run: Path) -> str:
+    """The seed a make_bundle.sh run folder is named after (r50-sb-seed1: "1"), else the folder's name."""
+    number = re.search(r"seed(\d+)$", run.name)
+    return number.group(1) if number else run.name
 
 
 def copy_scores(stems: dict[str, Path], into: Path) -> None:
@@ -56,6 +59,28 @@ def copy_scores(stems: dict[str, Path], into: Path) -> None:
     for stem, folder in stems.items():
         for suffix in (".json", ".png"):
             shutil.copy2(folder / f"shortcuts{suffix}", into / f"{stem}{suffix}")
+
+
+def validation_rows(seeds: list[Path], student: Path, bundle: Path, bundled: bool) -> list[tuple[str, str, list[Path]]]:
+    """(kind, label, folders) of the rows each model adds to docs/validation_results.json."""
+    recipe = "shortcut-breaking augmentation, 48 epochs at 128/176/224 px, from scratch"
+    return [*(("run", f"{recipe}, seed {_seed(run)}", [run]) for run in seeds),
+            ("ensemble", f"the ensemble of those {len(seeds)} seeds", seeds),
+            ("run", "one ResNet50 distilled from that ensemble", [student]),
+            ("deployed", f"the same, as deployed ({'bundled' if bundled else 'not bundled: worse on the test split'})",
+             [bundle])]
+
+
+def unlisted(rows: list[tuple[str, str, list[Path]]], listed: list[dict[str, Any]]) -> list[str]:
+    """scripts.validation_results arguments for the rows the table does not hold yet (same label, same folders)."""
+    held = {(row["label"], json.dumps(row["model_dir"])) for row in listed}
+    return [f"--{kind}={label}={','.join(map(str, folders))}" for kind, label, folders in rows
+            if (label, json.dumps(_stored_model_dir(kind, folders))) not in held]
+
+
+def _stored_model_dir(kind: str, folders: list[Path]) -> str | list[str]:
+    """A row's model_dir as scripts.validation_results stores it: an ensemble's folders as a list."""
+    return [str(f) for f in folders] if kind == "ensemble" else str(folders[0])
 
 
 def install(bundle: Path, weights: Path, history: Path) -> None:
@@ -89,18 +114,17 @@ def main(argv: list[str] | None = None) -> None:
     (DOCS / "ensemble").mkdir(exist_ok=True)
     shutil.copy2(args.ensemble / "eval-test" / "metrics.json", render_docs.ENSEMBLE_TEST)
 
-    better, why = better_on_test(json.loads((args.bundle / "eval" / "metrics.json").read_text()),
-                                 json.loads((WEIGHTS / "eval" / "metrics.json").read_text()))
+    installed = file_sha256(WEIGHTS / "model.safetensors") == file_sha256(args.bundle / "model.safetensors")
+    better, why = (True, "it is the bundled model already") if installed else better_on_test(
+        json.loads((args.bundle / "eval" / "metrics.json").read_text()),
+        json.loads((WEIGHTS / "eval" / "metrics.json").read_text()))
     print(("Bundling it: " if better else "Not bundling it: ") + why)
-    recipe = "shortcut-breaking augmentation, 48 epochs at 128/176/224 px, from scratch"
-    seeds = [f"--run={recipe}, seed {run.name.rsplit('seed', 1)[-1]}={run}" for run in args.seeds]
-    validation_results.main(
-        ["--data", args.data, "--append", *seeds,
-         f"--ensemble=the ensemble of those {len(args.seeds)} seeds={','.join(map(str, args.seeds))}",
-         f"--run=one ResNet50 distilled from that ensemble={args.student}",
-         f"--deployed=the same, as deployed ({'bundled' if better else 'not bundled: worse on the test split'})={args.bundle}",
-         "--output", str(DOCS / "validation_results.json")])
-    if better:
+    rows = validation_rows(args.seeds, args.student, args.bundle, bundled=better)
+    table = DOCS / "validation_results.json"
+    new_rows = unlisted(rows, json.loads(table.read_text())["rows"])  # a second publish adds no row twice
+    if new_rows:
+        validation_results.main(["--data", args.data, "--append", *new_rows, "--output", str(table)])
+    if better and not installed:
         install(args.bundle, WEIGHTS, DOCS / "bundle_history")
     shortcut_report.main(["--data", args.data])
     render_docs.main([])

@@ -62,3 +62,16 @@ def test_install_replaces_the_folder_whole_and_keeps_the_old_test_metrics(tmp_pa
     card = (weights / "README.md").read_text()
     assert "| accuracy | 0.9700 |" in card, "the card is written from the new files"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle-v5", "history", "weights"], "no partial folder left"
+
+
+def test_a_second_publish_adds_no_validation_row_twice(tmp_path):
+    runs = tmp_path / "runs"
+    seeds = [runs / "r50-sb-seed1", runs / "r50-sb-seed2"]
+    rows = publish_bundle.validation_rows(seeds, runs / "student", runs / "bundle-v5", bundled=True)
+    first = publish_bundle.unlisted(rows, [])
+    assert first[0] == f"--run=shortcut-breaking augmentation, 48 epochs at 128/176/224 px, from scratch, seed 1={seeds[0]}"
+    assert f"--ensemble=the ensemble of those 2 seeds={seeds[0]},{seeds[1]}" in first
+    # the table as scripts.validation_results writes it: an ensemble's folders as a list, another row's as a string
+    table = [{"label": label, "model_dir": [str(f) for f in folders] if kind == "ensemble" else str(folders[0])}
+             for kind, label, folders in rows[:-1]]
+    assert publish_bundle.unlisted(rows, table) == [first[-1]]
