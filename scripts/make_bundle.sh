@@ -3,6 +3,7 @@
 # ensemble, the shortcut scores of each, the finalize step, and the validation and test evaluations.
 #
 #   bash scripts/make_bundle.sh [STAGE]     STAGE: seeds, student, scores, finalize, test, publish (default: all, in order)
+#   bash scripts/make_bundle.sh status      what is done, and the epoch each training run has reached
 #
 # Every step writes its own folder under $RUNS and is skipped once that folder's last file exists; training steps
 # pass --resume, so a stopped sitting continues where it stopped. The test split is evaluated in the test stage only,
@@ -17,7 +18,8 @@ DATA=${DATA:-../shared/data/chest_xray}
 FORMATS=${FORMATS:-../shared/data/formats}
 SEEDS=(1 2 3)
 STUDENT_SEED=4
-RECIPE=(--data "$DATA" --no-pretrained --epochs 48 --size-schedule "128:30,176:10,224:8" --warmup-epochs 2
+EPOCHS=48
+RECIPE=(--data "$DATA" --no-pretrained --epochs "$EPOCHS" --size-schedule "128:30,176:10,224:8" --warmup-epochs 2
         --split-file weights/pneumonia-resnet50/split.json --augment shortcut-breaking --resume --no-finalize)
 TEACHERS=()
 for s in "${SEEDS[@]}"; do TEACHERS+=("$RUNS/r50-sb-seed$s"); done
@@ -84,12 +86,29 @@ publish() {
         --student "$STUDENT" --bundle "$BUNDLE"
 }
 
+status() {
+    local run file
+    for run in "${TEACHERS[@]}" "$STUDENT"; do
+        if [ -f "$run/training_log.json" ]; then echo "trained      $run"
+        elif [ -f "$run/checkpoints/latest.json" ]; then
+            echo "epoch $(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["epoch"] + 1)' \
+                "$run/checkpoints/latest.json")/$EPOCHS  $run"
+        else echo "to train     $run"; fi
+    done
+    for file in "${TEACHERS[@]/%//shortcuts/shortcuts.json}" "$STUDENT/shortcuts/shortcuts.json" \
+                "$ENSEMBLE/shortcuts/shortcuts.json" "$ENSEMBLE/eval-validation/metrics.json" "$BUNDLE/config.json" \
+                "$BUNDLE/shortcuts/shortcuts.json" "$BUNDLE/eval-validation/metrics.json" \
+                "$BUNDLE/validation_thresholds.json" "$ENSEMBLE/eval-test/metrics.json" "$BUNDLE/eval/metrics.json"; do
+        if [ -f "$file" ]; then echo "written      $file"; else echo "to write     $file"; fi
+    done
+}
+
 for stage in "${@:-seeds student scores finalize test publish}"; do
     for s in $stage; do
         case $s in
             seeds) seeds ;; student) student ;; scores) scores ;; finalize) finalize ;; test) test_split ;;
-            publish) publish ;;
-            *) echo "unknown stage '$s' (seeds, student, scores, finalize, test, publish)" >&2; exit 2 ;;
+            publish) publish ;; status) status; exit 0 ;;
+            *) echo "unknown stage '$s' (seeds, student, scores, finalize, test, publish, status)" >&2; exit 2 ;;
         esac
     done
 done
