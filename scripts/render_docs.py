@@ -70,12 +70,19 @@ def training_summary(model_dir: Path) -> str:
             f"Augmentation: {describe_augmentation(trained_recipe(log))}.")
 
 
-def comparison_rows(metrics: dict) -> list[str]:
+def teachers_ensemble(model_dir: Path) -> dict | None:
+    """The test metrics of the ensemble the bundled network was distilled from, where that ensemble was evaluated."""
+    ensemble = _read(ENSEMBLE_TEST)
+    teachers = json.loads((model_dir / "training_log.json").read_text())["args"].get("teachers")
+    return ensemble if ensemble and teachers and [str(m) for m in ensemble["model"]] == [str(t) for t in teachers] else None
+
+
+def comparison_rows(metrics: dict, model_dir: Path) -> list[str]:
     rows = ["| | accuracy | sensitivity | specificity | precision | ROC-AUC |", "| --- | --- | --- | --- | --- | --- |",
             f"| **this model** (threshold {metrics['threshold']:.3f}) | {_pct(metrics['accuracy'])} | "
             f"{_pct(metrics['recall'])} | {_pct(metrics['specificity'])} | {_pct(metrics['precision'])} | "
             f"{metrics['roc_auc']:.3f} |"]
-    ensemble = _read(ENSEMBLE_TEST)
+    ensemble = teachers_ensemble(model_dir)
     if ensemble:
         rows.append(f"| its teachers' ensemble ({len(ensemble['model'])} networks, {ensemble['precision_deployed']}, "
                     f"{ensemble['views']} view, threshold {ensemble['threshold']:.3f}) | {_pct(ensemble['accuracy'])} | "
@@ -122,7 +129,7 @@ def results_block(model_dir: Path) -> str:
         f"threshold {metrics['threshold']:.3f} (rule `{rule}`). Views, precision, threshold and temperature were "
         "chosen on validation only; the test split was evaluated once, for this report.", "",
         f"Test split, {metrics['n']} images (collected apart from the training images):", "",
-        *comparison_rows(metrics), "",
+        *comparison_rows(metrics, model_dir), "",
         against_reference(metrics, *REFERENCES[-1]), "",
         f"<details><summary>every rate with its 95% bootstrap interval ({metrics.get('bootstrap')} resamples)"
         "</summary>", "", format_table(metrics), "", "</details>", "",
@@ -296,9 +303,11 @@ def changes_section() -> list[str]:
 
 def ensemble_section(model_dir: Path) -> list[str]:
     """The teachers' ensemble and the bundled student side by side on the test split (each evaluated once)."""
-    ensemble = _read(ENSEMBLE_TEST)
+    ensemble = teachers_ensemble(model_dir)
     if ensemble is None:
-        return []
+        evaluated = _read(ENSEMBLE_TEST)  # an ensemble whose student was not bundled still has its one test report
+        return [] if evaluated is None else ["", "## An ensemble on the test split (not the bundled model's teachers)",
+                                             "", f"`{evaluated['command']}`", "", format_table(evaluated)]
     student = json.loads((model_dir / "eval" / "metrics.json").read_text())
     return ["", "## The ensemble and the network distilled from it, on the test split", "",
             f"`{ensemble['command']}`", "", format_table(ensemble), "",
