@@ -39,6 +39,7 @@ from modeling.metrics import RATES, binary_metrics, bootstrap_ci
 from modeling.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
 from modeling.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
 from modeling.preprocessing import ImageLoadError, read_image
+from modeling.probability import log_loss
 from modeling.robustness import PERTURBATIONS
 
 
@@ -98,6 +99,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                    unreadable_skipped=len(report.unreadable), bootstrap=args.bootstrap,
                    command=shlex.join(["python", *sys.argv]))
     metrics["ece"] = expected_calibration_error(labels, probs)
+    metrics["log_loss"] = log_loss(labels, probs)  # at the deployed temperature: "calibrated" on validation
     metrics["temperature"] = config.temperature
     metrics["ci95"] = bootstrap_ci(labels, probs, config.threshold, n_boot=args.bootstrap)
     at_half = binary_metrics(labels, probs, 0.5)
@@ -221,7 +223,9 @@ def robustness_report(predictor: Predictor, split, to_model, accelerator, args) 
         result = binary_metrics((classes == config.positive_index).astype(int),
                                 predictor.probabilities_from_logits(logits)[:, config.positive_index],
                                 config.threshold)
-        report[name] = {k: result[k] for k in ("accuracy", "recall", "specificity", "roc_auc")}
+        probs = predictor.probabilities_from_logits(logits)[:, config.positive_index]
+        report[name] = {**{k: result[k] for k in ("accuracy", "recall", "specificity", "roc_auc")},
+                        "log_loss": log_loss(classes == config.positive_index, probs)}
     return report
 
 

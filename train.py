@@ -1,6 +1,7 @@
 """Train a pneumonia classifier on chest X-rays, then finalize the run into a deployable model folder.
 
     python train.py --data ../shared/data/chest_xray --output-dir runs/resnet50 --no-pretrained
+    python train.py --data ... --output-dir runs/next --init-from weights/pneumonia-resnet50 --time-budget 2h
     accelerate launch --multi_gpu --num_processes 8 train.py --data ... --output-dir ...  # many GPUs
     torchrun --nproc_per_node 2 train.py --data ... --output-dir ...                     # many CPU processes
 
@@ -15,6 +16,7 @@ scaled by sqrt(total batch / 32).
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import shlex
@@ -29,7 +31,7 @@ if __name__ == "__main__":
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from timm.data import Mixup, resolve_model_data_config
 from timm.loss import SoftTargetCrossEntropy
@@ -39,12 +41,14 @@ from tqdm.auto import tqdm
 
 from modeling.artifacts import git_commit, split_fingerprint_of
 from modeling.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
+from modeling.budget import BudgetState, parse_duration, parse_size_shares
 from modeling.calibration import calibrated_log_loss
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig
 from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
-                           label_mapping, label_names, load_data, make_train_val)
-from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, write_json_atomic
+                           label_mapping, label_names, load_data, make_train_val, with_thorax_boxes)
+from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, resolve_model_folder, write_json_atomic
+from modeling.lineage import lineage_of
 from modeling.ensemble import Ensemble, load_ensemble, member_records
 from modeling.finalize import add_arguments as add_finalize_arguments, finalize
 from modeling.inference import Predictor, default_device, describe_device, fast_bf16
@@ -57,7 +61,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="local imagefolder or Hugging Face Hub dataset id")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--model", default="resnet50", help="any timm architecture")
+    p.add_argument("--model", default=None, help="any timm architecture (default: resnet50, or --init-from's)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="continue training that model folder's network (a folder or Hub id) instead of starting from "
+                        "random or ImageNet weights; it trains on the split that network was trained on, and the log "
+                        "carries its lineage")
+    p.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
+                   help="train for this long (2h, 90m, 1h30m) on the machine at hand: the epochs and their sizes are "
+                        "planned from the measured throughput (modeling.budget); --epochs and --size-schedule are "
+                        "then ignored")
+    p.add_argument("--budget-sizes", type=parse_size_shares, default=None, metavar="SIZE:SHARE,...",
+                   help="with --time-budget: training sizes, smallest first, and their shares of the budget "
+                        "(default: --image-size throughout)")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights instead of ImageNet")
     p.add_argument("--image-size", type=int, default=224, help="input size of the deployed model (and of validation)")
     p.add_argument("--epochs", type=int, default=12)
@@ -128,6 +143,49 @@ def training_sizes(args: argparse.Namespace) -> list[int]:
     return sizes
 
 
+def check_init_split(init_split: Path, split_file: str | None) -> str:
+    """The split file a continued network must train on: its own. Another split's validation images may be ones
+    it trained on."""
+    if split_fingerprint_of(init_split) is None:
+        raise ModelLoadError("--init-from's folder has no split.json, so the images its network saw are unknown; "
+                             "it cannot be continued without leaking validation images.")
+    if split_file and split_fingerprint_of(Path(split_file)) != split_fingerprint_of(init_split):
+        raise ModelLoadError(f"--split-file {split_file} is not the split --init-from's network was trained on; "
+                             "leave --split-file out to use that one.")
+    return split_file or str(init_split)
+
+
+def measure_step_seconds(model: torch.nn.Module, augment: BatchAugment, batch: dict, shares: list[tuple[int, float]],
+                         accelerator: Accelerator, repeats: int = 2) -> dict[int, float]:
+    """Seconds per training step (augmentation, forward, backward) at each size, measured on a copy of the network
+    so that its weights and batch-norm statistics stay as they are."""
+    probe = copy.deepcopy(accelerator.unwrap_model(model)).train()
+    seconds = {}
+    for size, _ in shares:
+        timings = []
+        for _ in range(repeats + 1):  # the first step of a size warms up its kernels
+            started = time.perf_counter()
+            with accelerator.autocast():
+                pixels = augment(batch["pixel_values"], output_size=size, thorax_boxes=batch.get("thorax_box"))
+                loss = torch.nn.functional.cross_entropy(probe(pixels), batch["label"])
+            loss.backward()
+            probe.zero_grad(set_to_none=True)
+            timings.append(time.perf_counter() - started)
+        seconds[size] = min(timings[1:]) * 1.1  # the optimiser and moving-average updates come on top
+    del probe
+    return seconds
+
+
+def describe_plan(plan: list[tuple[int, int]]) -> str:
+    """[(176, 139), (176, 139), (224, 60)] -> "2 epochs at 176 px, 60 steps at 224 px"."""
+    parts: list[str] = []
+    for size in dict.fromkeys(s for s, _ in plan):
+        steps = [n for s, n in plan if s == size]
+        short = [n for n in steps if n != max(steps)]
+        parts.append(f"{len(steps)} epoch(s) at {size} px" + (f" (the last {short[0]} steps)" if short else ""))
+    return ", ".join(parts)
+
+
 def load_teacher(run_dirs: list[str], config: ModelConfig, split_file: Path, device: torch.device) -> Ensemble:
     """The frozen ensemble of earlier runs' networks, checked to read the images as the student does and to have
     been trained on the student's split: a teacher that saw the validation images would leak them into it."""
@@ -158,7 +216,21 @@ def main(args: argparse.Namespace) -> None:
     log(f"{accelerator.num_processes} process(es) on {accelerator.device.type}, {args.batch_size} images per step "
         f"each, learning rate {args.lr:.2e}")
     set_seed(args.seed)
-    sizes = training_sizes(args)
+    init = None
+    if args.init_from:
+        try:
+            init = PneumoniaClassifier.from_pretrained(args.init_from)
+            init_split = resolve_model_folder(args.init_from) / "split.json"
+            args.split_file = check_init_split(init_split, args.split_file)
+            lineage = lineage_of(args.init_from)
+        except ModelLoadError as error:
+            sys.exit(str(error))
+        if args.model not in (None, init.config.architecture):
+            sys.exit(f"--model {args.model} but --init-from {args.init_from} is a {init.config.architecture}; "
+                     "leave --model out to continue that network.")
+        args.model = init.config.architecture
+    args.model = args.model or "resnet50"
+    sizes = training_sizes(args) if not args.time_budget else []
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_root = out / "checkpoints"
@@ -186,12 +258,18 @@ def main(args: argparse.Namespace) -> None:
     # --- model and its config (the one source of truth for preprocessing and inference)
     config = ModelConfig(architecture=args.model, image_size=args.image_size,
                          model_args={"drop_rate": args.drop_rate} if args.drop_rate else {})
+    if init is not None and init.config.model_args != config.model_args:
+        sys.exit(f"--init-from's network was built with {init.config.model_args}, this run with {config.model_args}; "
+                 f"pass --drop-rate {init.config.model_args.get('drop_rate', 0)}.")
     to_model = label_mapping(label_names(splits["train"]), config.label_names)
     train_labels = [to_model[label] for label in train_set["label"]]
     try:
-        model = PneumoniaClassifier(config, pretrained=not args.no_pretrained)
+        model = PneumoniaClassifier(config, pretrained=not args.no_pretrained and init is None)
     except ModelLoadError as error:
         sys.exit(str(error))
+    if init is not None:
+        model.backbone.load_state_dict(init.backbone.state_dict())
+        log(f"continuing the network of {args.init_from}")
     model = model.to(memory_format=torch.channels_last)
     # mean, std and interpolation as timm defines them for this architecture (its pretrained weights' own)
     data_config = resolve_model_data_config(model.backbone)
@@ -200,8 +278,11 @@ def main(args: argparse.Namespace) -> None:
 
     # images are decoded and resized once (cached on disk by `datasets`); augmentation runs per batch on the device
     with accelerator.main_process_first():
-        train_images, val_images = (DecodedImages(decode_once(split, config, to_model, args.decode_workers),
-                                                  config.image_size) for split in (train_set, val_set))
+        train_decoded, val_decoded = (decode_once(split, config, to_model, args.decode_workers)
+                                      for split in (train_set, val_set))
+        if RECIPES[args.augment].uses_thorax:
+            train_decoded = with_thorax_boxes(train_decoded, config.image_size, args.decode_workers)
+        train_images, val_images = (DecodedImages(decoded, config.image_size) for decoded in (train_decoded, val_decoded))
     sampler = BalancedSampler(train_labels, seed=args.seed)
     train_loader = DataLoader(train_images, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=first)
     val_loader = DataLoader(val_images, batch_size=min(64, args.batch_size), collate_fn=first)
@@ -249,18 +330,72 @@ def main(args: argparse.Namespace) -> None:
     elif args.resume:
         log(f"no checkpoint in {ckpt_root}; starting from scratch")
 
+    def validate(network: torch.nn.Module, name: str) -> dict:
+        """Validation metrics of one network, with the seconds they took."""
+        started = time.time()
+        predictor = Predictor(accelerator.unwrap_model(network), device=accelerator.device, precision=validation_precision)
+        labels, logits, val_loss = predictor.predict_loader(val_loader, accelerator, desc=f"validation ({name})")
+        positive = labels == config.positive_index
+        val = binary_metrics(positive, positive_probs(logits, 1.0, config.positive_index), 0.5)
+        calibrated_loss, temperature = calibrated_log_loss(logits, labels, config.positive_index)
+        calibrated = positive_probs(logits, temperature, config.positive_index)
+        return {"weights": name, "val_loss": val_loss, "val_calibrated_loss": calibrated_loss,
+                "val_temperature": temperature, "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
+                "val_specificity": val["specificity"], "val_accuracy": val["accuracy"],
+                # operating-point stability: where the target-sensitivity rule would put the threshold now
+                "val_threshold_at_target": threshold_for_sensitivity(positive, calibrated,
+                                                                     args.finalize_target_sensitivity),
+                "val_seconds": time.time() - started}
+
+    # --- the schedule: fixed epochs, or planned to fit --time-budget from the throughput measured here
+    budget = None
+    if args.time_budget:
+        if "start_validation" not in state:  # the starting network's validation: a baseline, and its cost
+            state["start_validation"] = validate(model, "start")
+            log("start: " + " ".join(f"{k}={v:.4f}" for k, v in state["start_validation"].items() if k != "weights"))
+        budget = (BudgetState.from_dict(state["budget"]) if "budget" in state else
+                  BudgetState(args.time_budget, args.budget_sizes or [(args.image_size, 1.0)], args.lr,
+                              int(args.warmup_epochs * steps_per_epoch)))
+        augment.set_epoch(state["epoch"] + 1, accelerator.process_index, accelerator.device)
+        step_seconds = measure_step_seconds(model, augment, next(iter(train_loader)), budget.shares, accelerator)
+        validation_seconds = next((r["val_seconds"] for r in reversed(state["history"]) if "val_seconds" in r),
+                                  state["start_validation"]["val_seconds"])
+        budget.replan(step_seconds, validation_seconds, steps_per_epoch)
+        budget = BudgetState.from_dict(broadcast_object_list([budget.to_dict()])[0])  # one plan for every process
+        log(f"budget {budget.budget_s / 3600:.2f} h, {budget.spent_s / 3600:.2f} h spent; seconds per step "
+            + ", ".join(f"{size} px {seconds:.2f}" for size, seconds in step_seconds.items())
+            + f"; plan: {describe_plan(budget.plan)}")
+
+    def epochs_to_train():
+        """(epoch, training size, steps) for each epoch left."""
+        epoch = state["epoch"] + 1
+        if budget is None:
+            yield from ((e, sizes[e], steps_per_epoch) for e in range(epoch, args.epochs))
+            return
+        while budget.plan:
+            yield epoch, *budget.plan[0]
+            epoch += 1
+
     # --- train
     images_per_step = args.batch_size * accelerator.num_processes
-    for epoch in range(state["epoch"] + 1, args.epochs):
+    for epoch, size, steps in epochs_to_train():
         train_loader.set_epoch(epoch)
         augment.set_epoch(epoch, accelerator.process_index, accelerator.device)
         model.train()
-        bar = tqdm(total=len(train_loader) * images_per_step, unit="img", unit_scale=True,
-                   desc=f"epoch {epoch + 1}/{args.epochs} at {sizes[epoch]}px", disable=not accelerator.is_local_main_process)
+        first_step = budget.steps_done if budget else epoch * steps_per_epoch
+        left = f", {(budget.budget_s - budget.spent_s) / 60:.0f} min of budget left" if budget else ""
+        bar = tqdm(total=steps * images_per_step, unit="img", unit_scale=True,
+                   desc=f"epoch {epoch + 1}/{args.epochs if budget is None else epoch + len(budget.plan)} at {size}px{left}",
+                   disable=not accelerator.is_local_main_process)
         started, loss_sum = time.time(), 0.0
         for step, batch in enumerate(train_loader, 1):
-            scheduler.step_update(epoch * steps_per_epoch + step - 1)
-            pixels, targets = augment(batch["pixel_values"], output_size=sizes[epoch]), batch["label"]
+            if budget:
+                for group in optimizer.param_groups:
+                    group["lr"] = budget.lr(first_step + step - 1)
+            else:
+                scheduler.step_update(first_step + step - 1)
+            pixels = augment(batch["pixel_values"], output_size=size, thorax_boxes=batch.get("thorax_box"))
+            targets = batch["label"]
             if mix is not None:
                 pixels, targets = mix(pixels, targets)
             if teacher is not None:  # the ensemble's answer on exactly what the student sees ("consistent teaching")
@@ -272,46 +407,50 @@ def main(args: argparse.Namespace) -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.update(accelerator.unwrap_model(model), step=epoch * steps_per_epoch + step)
+                ema.update(accelerator.unwrap_model(model), step=first_step + step)
             loss_sum += loss.item()
             bar.update(images_per_step)
             bar.set_postfix(loss=f"{loss_sum / step:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if step >= steps:
+                break
         bar.close()
         train_time = time.time() - started
 
+        epoch_seconds = train_time
         for name, network in candidates.items():  # the trained weights, and their moving average
-            predictor = Predictor(accelerator.unwrap_model(network), device=accelerator.device,
-                                  precision=validation_precision)
-            labels, logits, val_loss = predictor.predict_loader(val_loader, accelerator, desc=f"validation ({name})")
-            positive = labels == config.positive_index
-            val = binary_metrics(positive, positive_probs(logits, 1.0, config.positive_index), 0.5)
-            calibrated_loss, temperature = calibrated_log_loss(logits, labels, config.positive_index)
-            calibrated = positive_probs(logits, temperature, config.positive_index)
-            record = {"epoch": epoch + 1, "weights": name, "train_size": sizes[epoch], "device": device,
-                      "mixed_precision": accelerator.mixed_precision,
-                      "train_loss": loss_sum / max(1, len(train_loader)),
-                      "train_images_per_s": len(train_loader) * images_per_step / train_time,
-                      "train_seconds": train_time, "lr_end": optimizer.param_groups[0]["lr"],
-                      "val_loss": val_loss, "val_calibrated_loss": calibrated_loss, "val_temperature": temperature,
-                      "val_roc_auc": val["roc_auc"], "val_sensitivity": val["recall"],
-                      "val_specificity": val["specificity"], "val_accuracy": val["accuracy"],
-                      # operating-point stability: where the target-sensitivity rule would put the threshold now
-                      "val_threshold_at_target": threshold_for_sensitivity(positive, calibrated,
-                                                                           args.finalize_target_sensitivity)}
+            val = validate(network, name)
+            epoch_seconds += val["val_seconds"]
+            record = {"epoch": epoch + 1, "train_size": size, "device": device,
+                      "mixed_precision": accelerator.mixed_precision, "train_loss": loss_sum / max(1, steps),
+                      "train_images_per_s": steps * images_per_step / train_time, "train_seconds": train_time,
+                      "train_steps": steps, "lr_end": optimizer.param_groups[0]["lr"], **val}
             state["history"].append(record)
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
-            score = {"last": epoch, "roc_auc": val["roc_auc"], "loss": -val_loss,
-                     "calibrated_loss": -calibrated_loss}[args.select_metric]
+            score = {"last": epoch, "roc_auc": val["val_roc_auc"], "loss": -val["val_loss"],
+                     "calibrated_loss": -val["val_calibrated_loss"]}[args.select_metric]
             if state["best_score"] is None or score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, best_weights=name)
                 if accelerator.is_main_process:
                     with folder_written_whole(out / TRAINED_DIR) as folder:
                         accelerator.unwrap_model(network).save_model_files(folder)
                 log(f"kept: epoch {epoch + 1}, {name} ({args.select_metric})")
+        if budget:  # plan what is left from what this epoch really cost
+            budget.finish_epoch(size, steps, epoch_seconds)
+            step_seconds = {s: seconds * (train_time / steps) / step_seconds[size] for s, seconds in step_seconds.items()}
+            budget.replan(step_seconds, epoch_seconds - train_time, steps_per_epoch)
+            budget = BudgetState.from_dict(broadcast_object_list([budget.to_dict()])[0])
+            state["budget"] = budget.to_dict()
+            log(f"budget: {budget.spent_s / 60:.0f} of {budget.budget_s / 60:.0f} min spent; "
+                f"left: {describe_plan(budget.plan) or 'nothing'}")
         state["epoch"] = epoch
         state["args"] = vars(args)
         save_checkpoint(accelerator, ckpt_root, epoch, state, keep=args.keep_checkpoints)
+    if budget:  # the log says what the budget became: the epochs and sizes trained
+        trained_sizes = [r["train_size"] for r in state["history"] if r["weights"] == next(iter(candidates))]
+        args.epochs = len(trained_sizes)
+        args.size_schedule = [[s, trained_sizes.count(s)] for s in sorted(set(trained_sizes))]
+
 
     # --- the training history, then the deployable folder (fitted on validation by modeling.finalize)
     command = shlex.join(["python", *sys.argv])
@@ -321,6 +460,10 @@ def main(args: argparse.Namespace) -> None:
                                                       "augmentation": {"recipe": args.augment,
                                                                        **RECIPES[args.augment].to_dict()}, "history": state["history"],
                                                       "teachers": teachers,
+                                                      "init_from": args.init_from,
+                                                      "lineage": lineage if init is not None else [],
+                                                      "start_validation": state.get("start_validation"),
+                                                      "budget": state.get("budget"),
                                                       "best_epoch": state["best_epoch"],
                                                       "best_weights": state.get("best_weights", "weights"),
                                                       "num_processes": accelerator.num_processes,

@@ -2,6 +2,9 @@
 
 Changes a radiograph goes through before it reaches a user, none anatomically implausible, in
 this order, each drawn per image:
+- the thorax (the "thorax" recipe): everything outside the thorax box set to black, or the image cropped
+  to the box, so that what surrounds the thorax stops deciding; the boxes come from `modeling.lungs`, found
+  once per training image (`modeling.data.with_thorax_boxes`);
 - geometry: a crop (patient positioning, other framings), a rotation and a shift; for some images
   instead a zoom-out onto black, on one side only (a letterboxed export, up to 16:9) or on both
   (padding);
@@ -71,13 +74,21 @@ class Recipe:
     max_noise: float = 0.04  # Gaussian noise's standard deviation, grey levels in [0, 1]
     jpeg_probability: float = 0.0
     jpeg_quality: tuple[int, int] = (20, 90)
+    thorax_black_probability: float = 0.0  # black outside the thorax box
+    thorax_crop_probability: float = 0.0  # cropped to the thorax box, instead
+
+    @property
+    def uses_thorax(self) -> bool:
+        return bool(self.thorax_black_probability or self.thorax_crop_probability)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
         """The recipe in one sentence (for the model card)."""
-        parts = [f"a crop keeping {self.crop_area[0]:.0%}-{self.crop_area[1]:.0%} of the image (aspect "
+        parts = [f"everything outside the thorax set to black for {self.thorax_black_probability:.0%} of the images "
+                 f"and a crop to the thorax for {self.thorax_crop_probability:.0%}"] if self.uses_thorax else []
+        parts += [f"a crop keeping {self.crop_area[0]:.0%}-{self.crop_area[1]:.0%} of the image (aspect "
                  f"{self.crop_aspect[0]}-{self.crop_aspect[1]}), a rotation of up to "
                  f"{self.max_rotation_degrees:g} degrees and a shift of up to {self.max_shift:.0%}; for "
                  f"{self.pad_probability:.0%} of the images instead a zoom-out onto black (a letterbox up to 16:9 or "
@@ -109,8 +120,12 @@ ACQUISITION = Recipe()
 SHORTCUT_BREAKING = replace(ACQUISITION, crop_area=(0.55, 1.0), frame_probability=0.5, blur_probability=0.2,
                             sharpen_probability=0.2, resample_probability=0.15, marker_probability=0.5,
                             noise_probability=0.3, jpeg_probability=0.25)
+# and the thorax alone decides: the changes the shortcut scores measure, learnt as invariances (not as an inference
+# step, which would rest on lung fields that are found in only three validation images of four)
+THORAX = replace(SHORTCUT_BREAKING, thorax_black_probability=0.25, thorax_crop_probability=0.25)
 FRAMING_ONLY = replace(ACQUISITION, crop_area=(0.55, 1.0), frame_probability=0.5, marker_probability=0.5)
-RECIPES = {"acquisition": ACQUISITION, "framing": FRAMING_ONLY, "shortcut-breaking": SHORTCUT_BREAKING}
+RECIPES = {"acquisition": ACQUISITION, "framing": FRAMING_ONLY, "shortcut-breaking": SHORTCUT_BREAKING,
+           "thorax": THORAX}
 DEFAULT_RECIPE = "shortcut-breaking"
 
 
@@ -288,7 +303,26 @@ class BatchAugment:
                 images[index] = decoded.to(device, images.dtype) / 255
         return images
 
-    def __call__(self, pixels: torch.Tensor, output_size: int | None = None) -> torch.Tensor:
+    def thorax(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Black outside each image's thorax box (top, bottom, left, right in pixels), or cropped to it and
+        squashed back to the side, as `modeling.shortcuts` does, each for its share of the images."""
+        n, _, height, width = images.shape
+        draw = torch.rand(n, generator=self.generator, device=images.device).cpu()
+        black = draw < self.recipe.thorax_black_probability
+        crop = ~black & (draw < self.recipe.thorax_black_probability + self.recipe.thorax_crop_probability)
+        images = images.clone()
+        for index, (top, bottom, left, right) in enumerate(boxes.tolist()):
+            if black[index]:
+                inside = images[index, :, top:bottom, left:right].clone()
+                images[index] = 0
+                images[index, :, top:bottom, left:right] = inside
+            elif crop[index]:
+                images[index] = F.interpolate(images[index:index + 1, :, top:bottom, left:right], size=(height, width),
+                                              mode="bilinear", antialias=True, align_corners=False)[0]
+        return images
+
+    def __call__(self, pixels: torch.Tensor, output_size: int | None = None,
+                 thorax_boxes: torch.Tensor | None = None) -> torch.Tensor:
         if self.generator is None:
             self.set_epoch(0, device=pixels.device)
         n, device = pixels.shape[0], pixels.device
@@ -296,6 +330,10 @@ class BatchAugment:
         # radiographs are grey: when every channel is the same, augment one and copy it (a third of the work)
         grey = channels > 1 and bool((pixels[:, :1] == pixels[:, 1:]).all())
         images = (pixels[:, :1] if grey else pixels).float() / 255
+        if self.recipe.uses_thorax:
+            if thorax_boxes is None:
+                raise ValueError("this recipe blacks out or crops to the thorax: pass each image's thorax_boxes")
+            images = self.thorax(images, thorax_boxes)
         size = output_size or images.shape[-1]
         if size < images.shape[-1]:  # progressive resizing: antialiased first, so that the warp does not alias
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -209,6 +209,21 @@ def decode_once(split: Dataset, config: ModelConfig, label_map: Sequence[int], n
                      desc=f"Decoding and resizing images to {config.image_size}px (once)")
 
 
+def _thorax_boxes(batch: dict[str, list], image_size: int) -> dict[str, list]:
+    from .lungs import lung_fields  # scikit-image, for the recipes that need it
+
+    grey = [np.frombuffer(pixels, dtype=np.uint8).reshape(3, image_size, image_size).mean(0) / 255
+            for pixels in batch["pixels"]]
+    return {"thorax_box": [list(lung_fields(image).box) for image in grey]}
+
+
+def with_thorax_boxes(decoded: Dataset, image_size: int, num_proc: int | None = None) -> Dataset:
+    """`decode_once`'s output with each image's thorax box (top, bottom, left, right, as `modeling.lungs` finds it
+    on the squashed image: where the shortcut scores look), found once and cached on disk like the pixels."""
+    return decoded.map(_thorax_boxes, batched=True, batch_size=64, num_proc=num_proc,
+                       fn_kwargs={"image_size": image_size}, desc="Finding the thorax in each image (once)")
+
+
 class DecodedImages(torch.utils.data.Dataset):
     """Random access to `decode_once`'s output; a list of indices gives a whole batch at once:
     {"pixel_values": uint8 (B, 3, S, S), "label": int64 (B,)}. Use with `collate_fn=first`."""
@@ -223,7 +238,10 @@ class DecodedImages(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         rows = self.decoded[indices]
         pixels = np.frombuffer(b"".join(rows["pixels"]), dtype=np.uint8).reshape(len(indices), *self.shape)
-        return [{"pixel_values": torch.from_numpy(pixels.copy()), "label": torch.tensor(rows["label"])}]
+        batch = {"pixel_values": torch.from_numpy(pixels.copy()), "label": torch.tensor(rows["label"])}
+        if "thorax_box" in rows:
+            batch["thorax_box"] = torch.tensor(rows["thorax_box"])
+        return [batch]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         batch = self.__getitems__([index])[0]

@@ -178,15 +178,14 @@ def ood_train_features(predictor: Predictor, data: str, split_file: Path, augmen
     return np.concatenate(as_is + changed)
 
 
-def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> tuple[str, dict[str, Any]]:
-    """`--tta auto`: the entry of VIEW_CHOICES whose calibrated log-loss, averaged over the validation images as they
-    are and under each change of `modeling.robustness` (new data is framed, sharpened and exposed otherwise), is the
-    lower; views cost a forward pass each, so a tie goes to the fewer. The temperature is fitted on the images as they
-    are, as deployment fits it, and applied to the changed ones; predicted in float32 (int8 would need an activation
-    calibration per candidate). Returns (the choice, each candidate's log-loss per change and on average)."""
+def view_scores(network: PneumoniaClassifier, data: str, split_file: Path,
+                choices: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Each view choice's calibrated log-loss on the validation images as they are and under each change of
+    `modeling.robustness`, and their mean: the temperature is fitted on the images as they are, as deployment fits
+    it, and applied to the changed ones; predicted in float32, so that the scores are the network's own."""
     validation = saved_split(load_data(data), split_file, "validation")
     scores: dict[str, Any] = {}
-    for name, views in sorted(VIEW_CHOICES.items(), key=lambda item: len(item[1])):
+    for name, views in choices.items():
         predictor = Predictor(network, precision="float32", views=views)
         labels, logits, _ = predict_subset(predictor, validation, "validation")
         loss, temperature = calibrated_log_loss(logits, labels, network.config.positive_index)
@@ -197,6 +196,14 @@ def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> t
             per_change[change_name] = log_loss(positive, positive_probs(logits, temperature,
                                                                          network.config.positive_index))
         scores[name] = {"mean": float(np.mean(list(per_change.values()))), "per_change": per_change}
+    return scores
+
+
+def choose_views(network: PneumoniaClassifier, data: str, split_file: Path) -> tuple[str, dict[str, Any]]:
+    """`--tta auto`: the entry of VIEW_CHOICES whose calibrated log-loss (`view_scores`), averaged over the validation
+    images as they are and under each change (new data is framed, sharpened and exposed otherwise), is the lower;
+    views cost a forward pass each, so a tie goes to the fewer. Returns (the choice, each candidate's scores)."""
+    scores = view_scores(network, data, split_file, dict(sorted(VIEW_CHOICES.items(), key=lambda item: len(item[1]))))
     return min(scores, key=lambda name: scores[name]["mean"]), scores
 
 

@@ -1,86 +1,129 @@
-"""Publish what scripts/make_bundle.sh made: its scores into docs/, and its bundle into weights/ where it is better.
+"""The replacement rule, and the publishing of what a training window made (scripts/make_bundle.sh).
 
-    python -m scripts.publish_bundle --data ../shared/data/chest_xray --seeds runs/r50-sb-seed1 ... \\
-        --ensemble runs/ensemble --student runs/r50-sb-student --bundle runs/bundle-v5
+    python -m scripts.publish_bundle decide --candidate runs/window/model    # the rule's decision.json
+    python -m scripts.publish_bundle chosen --candidate runs/window/model    # exit 0 when the rule chose it
+    python -m scripts.publish_bundle publish --candidate runs/window/model --data ../shared/data/chest_xray
 
-make_bundle.sh's `publish` stage runs it with its own folders. It writes
-- docs/shortcuts/{seedN,ensemble,student,bundle}.{json,png}: each model's shortcut scores (modeling.shortcuts);
-- docs/ensemble/test_metrics.json: the ensemble on the test split, beside the bundle's in the README;
-- rows appended to docs/validation_results.json: each seed, the ensemble, the student, and the bundle as deployed.
-Then, when the bundle is better on the test split than the bundled model (`better_on_test`), it replaces
-weights/pneumonia-resnet50 whole, with its card, and the old model's test metrics go to docs/bundle_history/.
-Last, it renders docs/shortcuts.md, the README's results and the docs pages. Nothing is committed: read
-`git diff`, then commit.
+The rule was written before any candidate's test figures were seen, and reads validation and the shortcut scores
+alone (`replaces`). The candidate replaces the bundled model when, on the validation side of their common split:
+1. its network's calibrated log-loss on the images as they are is at most `AS_IS_MARGIN` above the bundled network's
+   (validation carved from train flatters what surrounds the thorax: a network that stops using it may lose a
+   little there, and is meant to);
+2. its network's calibrated log-loss averaged over the robustness changes is at most the bundled network's;
+3. blacking out everything outside the thorax flips at most as many decisions as the bundled model's, and so does
+   cropping to the thorax (each as deployed);
+4. its PNEUMONIA-class Grad-CAM share inside the lung fields, on PNEUMONIA images, is at least the bundled model's
+   less `GRADCAM_MARGIN`.
+Log-losses are the networks' own (`modeling.finalize.view_scores`: float32, the image alone, the temperature fitted
+on validation as it is), so the decision does not depend on the CPU or the deployed precision.
+
+`publish` records the decision in docs/bundle_history/, and when the rule chose the candidate and its one test
+evaluation exists, installs it as weights/pneumonia-resnet50 whole, with its card, keeping the old model's test
+metrics beside the decision. Nothing is committed: read `git diff`, then commit.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from modeling.config import ModelConfig
-from modeling.files import file_sha256, folder_written_whole
+from modeling.files import SPLIT_NAME, file_sha256, folder_written_whole, write_json_atomic
 from modeling.hub import build_card
-from scripts import render_docs, shortcut_report, validation_results
+from scripts import render_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 WEIGHTS = ROOT / "weights" / "pneumonia-resnet50"
+HISTORY = DOCS / "bundle_history"
+BUNDLED_SHORTCUTS = DOCS / "shortcuts" / "bundle-before.json"  # the bundled model's scores, as deployed
 REPO_ID = "pneumonia-xray/pneumonia-resnet50"
-# the highest sensitivity the published references give on the same test split: a replacement must keep at least it
-SENSITIVITY_FLOOR = max(reference.get("recall", 0.0) for _, reference in render_docs.REFERENCES)
+DECISION = "decision.json"
+AS_IS_MARGIN = 0.10  # relative
+GRADCAM_MARGIN = 0.02  # absolute share
 
 
-def better_on_test(new: dict[str, Any], old: dict[str, Any]) -> tuple[bool, str]:
-    """Whether the new model replaces the old, from their test metrics at each one's own operating point: higher
-    accuracy, and a sensitivity no published reference beats (a missed pneumonia is the costly error)."""
-    better = new["accuracy"] > old["accuracy"] and new["recall"] >= SENSITIVITY_FLOOR
-    return better, (f"test accuracy {new['accuracy']:.1%} against {old['accuracy']:.1%} for the bundled model, "
-                    f"sensitivity {new['recall']:.1%} (at least {SENSITIVITY_FLOOR:.1%} kept)")
+def replaces(candidate: dict[str, Any], bundled: dict[str, Any]) -> tuple[bool, list[dict[str, Any]]]:
+    """The rule: whether the candidate replaces the bundled model, and each criterion with both sides' values.
+    Each argument: {"as_is", "changes" (calibrated log-losses), "flipped_black", "flipped_crop",
+    "gradcam_in_lungs_pneumonia"}."""
+    criteria = [
+        ("validation calibrated log-loss, as is", candidate["as_is"], bundled["as_is"],
+         candidate["as_is"] <= bundled["as_is"] * (1 + AS_IS_MARGIN), f"at most {AS_IS_MARGIN:.0%} above"),
+        ("validation calibrated log-loss, mean over the robustness changes", candidate["changes"], bundled["changes"],
+         candidate["changes"] <= bundled["changes"], "at most"),
+        ("decisions flipped, outside the thorax black", candidate["flipped_black"], bundled["flipped_black"],
+         candidate["flipped_black"] <= bundled["flipped_black"], "at most"),
+        ("decisions flipped, cropped to the thorax", candidate["flipped_crop"], bundled["flipped_crop"],
+         candidate["flipped_crop"] <= bundled["flipped_crop"], "at most"),
+        ("Grad-CAM share inside the lung fields, PNEUMONIA images", candidate["gradcam_in_lungs_pneumonia"],
+         bundled["gradcam_in_lungs_pneumonia"],
+         candidate["gradcam_in_lungs_pneumonia"] >= bundled["gradcam_in_lungs_pneumonia"] - GRADCAM_MARGIN,
+         f"at least, less {GRADCAM_MARGIN}"),
+    ]
+    rows = [{"criterion": name, "candidate": new, "bundled": old, "holds": bool(holds), "needs": needs}
+            for name, new, old, holds, needs in criteria]
+    return all(row["holds"] for row in rows), rows
 
 
-def score_stems(seeds: list[Path], ensemble: Path, student: Path, bundle: Path) -> dict[str, Path]:
-    """docs/shortcuts stem -> the folder modeling.shortcuts wrote for that model."""
-    stems = {f"seed{_seed(run)}": run / "shortcuts" for run in seeds}
-    return {**stems, "ensemble": ensemble / "shortcuts", "student": student / "shortcuts", "bundle": bundle / "shortcuts"}
+def network_scores(model_dir: Path, data: str, cache: Path) -> dict[str, Any]:
+    """The network's validation log-losses (`modeling.finalize.view_scores`, the image alone), computed once per
+    weights file and kept in `cache`."""
+    weights = file_sha256(model_dir / "model.safetensors")
+    if cache.exists() and json.loads(cache.read_text()).get("weights_sha256") == weights:
+        return json.loads(cache.read_text())
+    from modeling.finalize import view_scores
+    from modeling.model import PneumoniaClassifier
+
+    network = PneumoniaClassifier.from_pretrained(model_dir)
+    scores = view_scores(network, data, model_dir / SPLIT_NAME, {"the image alone": []})["the image alone"]
+    record = {"model": str(model_dir), "weights_sha256": weights, "as_is": scores["per_change"]["as is"],
+              "changes": sum(v for k, v in scores["per_change"].items() if k != "as is") / (len(scores["per_change"]) - 1),
+              "per_change": scores["per_change"]}
+    write_json_atomic(cache, record)
+    return record
 
 
-def _seed(run: Path) -> str:
-    """The seed a make_bundle.sh run folder is named after (r50-sb-seed1: "1"), else the folder's name."""
-    number = re.search(r"seed(\d+)$", run.name)
-    return number.group(1) if number else run.name
+def rule_inputs(model_dir: Path, shortcuts: Path, data: str, cache: Path) -> dict[str, Any]:
+    scores = json.loads(shortcuts.read_text())
+    return {**{k: v for k, v in network_scores(model_dir, data, cache).items() if k in ("as_is", "changes")},
+            "flipped_black": scores["outside_thorax_black"]["flipped"],
+            "flipped_crop": scores["cropped_to_thorax"]["flipped"],
+            "gradcam_in_lungs_pneumonia": scores["gradcam_in_lungs_pneumonia"]}
 
 
-def copy_scores(stems: dict[str, Path], into: Path) -> None:
-    into.mkdir(parents=True, exist_ok=True)
-    for stem, folder in stems.items():
-        for suffix in (".json", ".png"):
-            shutil.copy2(folder / f"shortcuts{suffix}", into / f"{stem}{suffix}")
+def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, bundled_shortcuts: Path = BUNDLED_SHORTCUTS) -> dict:
+    """Apply the rule and write it, with its inputs, to CANDIDATE/decision.json."""
+    if file_sha256(candidate / SPLIT_NAME) != file_sha256(bundled / SPLIT_NAME):
+        sys.exit("The candidate was trained on another split than the bundled model: their validation sides differ.")
+    new = rule_inputs(candidate, candidate / "shortcuts" / "shortcuts.json", data, candidate / "network_scores.json")
+    old = rule_inputs(bundled, bundled_shortcuts, data,
+                      HISTORY / f"{_name(bundled)}.network-scores.json")
+    chosen, rows = replaces(new, old)
+    decision = {"replaces": chosen, "candidate": str(candidate), "bundled": _name(bundled),
+                "candidate_weights_sha256": file_sha256(candidate / "model.safetensors"),
+                "rule": "scripts/publish_bundle.py: replaces", "criteria": rows}
+    write_json_atomic(candidate / DECISION, decision)
+    for row in rows:
+        print(f"{'holds ' if row['holds'] else 'FAILS '} {row['criterion']}: {row['candidate']:.4f} ({row['needs']} "
+              f"{row['bundled']:.4f})")
+    print(("The rule chose the candidate." if chosen else "The rule keeps the bundled model.")
+          + f" ({candidate / DECISION})")
+    return decision
 
 
-def validation_rows(seeds: list[Path], student: Path, bundle: Path, bundled: bool) -> list[tuple[str, str, list[Path]]]:
-    """(kind, label, folders) of the rows each model adds to docs/validation_results.json."""
-    recipe = "shortcut-breaking augmentation, 48 epochs at 128/176/224 px, from scratch"
-    return [*(("run", f"{recipe}, seed {_seed(run)}", [run]) for run in seeds),
-            ("ensemble", f"the ensemble of those {len(seeds)} seeds", seeds),
-            ("run", "one ResNet50 distilled from that ensemble", [student]),
-            ("deployed", f"the same, as deployed ({'bundled' if bundled else 'not bundled: worse on the test split'})",
-             [bundle])]
+def _name(model_dir: Path) -> str:
+    """The run a model folder was finalized from (runs/stage2/model: "stage2")."""
+    return Path(render_docs.finalized_into(ModelConfig.load(model_dir / "config.json"))).name
 
 
-def unlisted(rows: list[tuple[str, str, list[Path]]], listed: list[dict[str, Any]]) -> list[str]:
-    """scripts.validation_results arguments for the rows the table does not hold yet (same label, same folders)."""
-    held = {(row["label"], json.dumps(row["model_dir"])) for row in listed}
-    return [f"--{kind}={label}={','.join(map(str, folders))}" for kind, label, folders in rows
-            if (label, json.dumps(_stored_model_dir(kind, folders))) not in held]
-
-
-def _stored_model_dir(kind: str, folders: list[Path]) -> str | list[str]:
-    """A row's model_dir as scripts.validation_results stores it: an ensemble's folders as a list."""
-    return [str(f) for f in folders] if kind == "ensemble" else str(folders[0])
+def chosen(candidate: Path) -> bool:
+    path = candidate / DECISION
+    return path.exists() and json.loads(path.read_text())["replaces"] and json.loads(path.read_text())[
+        "candidate_weights_sha256"] == file_sha256(candidate / "model.safetensors")
 
 
 def install(bundle: Path, weights: Path, history: Path) -> None:
@@ -93,7 +136,8 @@ def install(bundle: Path, weights: Path, history: Path) -> None:
                  history / f"{Path(render_docs.finalized_into(old)).name}.test-metrics.json")
     same_gate = bool(old.xray_gate) and old.xray_gate.get("sha256") == new.xray_gate.get("sha256")
     with folder_written_whole(weights) as out:
-        shutil.copytree(bundle, out, ignore=shutil.ignore_patterns("shortcuts"), dirs_exist_ok=True)
+        shutil.copytree(bundle, out, ignore=shutil.ignore_patterns("shortcuts", "network_scores.json"),
+                        dirs_exist_ok=True)
         if same_gate and (weights / "xray_gate_eval").is_dir():
             shutil.copytree(weights / "xray_gate_eval", out / "xray_gate_eval")
         build_card(out, REPO_ID).save(out / "README.md")
@@ -101,33 +145,36 @@ def install(bundle: Path, weights: Path, history: Path) -> None:
         print("The bundle's chest X-ray gate differs from the old one's: measure it with scripts.xray_gate_report.")
 
 
+def publish(candidate: Path, weights: Path = WEIGHTS, history: Path = HISTORY, docs: Path = DOCS) -> bool:
+    """Record the decision and the candidate's shortcut scores in docs/; install the candidate where the rule chose
+    it and its test evaluation exists. Returns whether it was installed."""
+    name = _name(candidate)
+    history.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(candidate / DECISION, history / f"{name}.decision.json")
+    for suffix in (".json", ".png"):
+        shutil.copy2(candidate / "shortcuts" / f"shortcuts{suffix}", docs / "shortcuts" / f"{name}{suffix}")
+    if not chosen(candidate):
+        print(f"The rule kept the bundled model; {name}'s decision is in {history}.")
+        return False
+    if not (candidate / "eval" / "metrics.json").exists():
+        sys.exit(f"The rule chose {name}, but its test evaluation is missing: run make_bundle.sh's test stage first.")
+    if file_sha256(weights / "model.safetensors") != file_sha256(candidate / "model.safetensors"):
+        install(candidate, weights, history)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--seeds", type=Path, nargs="+", required=True, help="the ensemble's training runs")
-    parser.add_argument("--ensemble", type=Path, required=True, help="the folder of the ensemble's scores and evaluations")
-    parser.add_argument("--student", type=Path, required=True)
-    parser.add_argument("--bundle", type=Path, required=True, help="the student as modeling.finalize deployed it")
+    parser.add_argument("action", choices=["decide", "chosen", "publish"])
+    parser.add_argument("--candidate", type=Path, required=True, help="the finalized candidate folder")
+    parser.add_argument("--data", default="../shared/data/chest_xray", help="the data it was trained on")
     args = parser.parse_args(argv)
-
-    copy_scores(score_stems(args.seeds, args.ensemble, args.student, args.bundle), DOCS / "shortcuts")
-    (DOCS / "ensemble").mkdir(exist_ok=True)
-    shutil.copy2(args.ensemble / "eval-test" / "metrics.json", render_docs.ENSEMBLE_TEST)
-
-    installed = file_sha256(WEIGHTS / "model.safetensors") == file_sha256(args.bundle / "model.safetensors")
-    better, why = (True, "it is the bundled model already") if installed else better_on_test(
-        json.loads((args.bundle / "eval" / "metrics.json").read_text()),
-        json.loads((WEIGHTS / "eval" / "metrics.json").read_text()))
-    print(("Bundling it: " if better else "Not bundling it: ") + why)
-    rows = validation_rows(args.seeds, args.student, args.bundle, bundled=better)
-    table = DOCS / "validation_results.json"
-    new_rows = unlisted(rows, json.loads(table.read_text())["rows"])  # a second publish adds no row twice
-    if new_rows:
-        validation_results.main(["--data", args.data, "--append", *new_rows, "--output", str(table)])
-    if better and not installed:
-        install(args.bundle, WEIGHTS, DOCS / "bundle_history")
-    shortcut_report.main(["--data", args.data])
-    render_docs.main([])
+    if args.action == "decide":
+        decide(args.candidate, args.data)
+    elif args.action == "chosen":
+        sys.exit(0 if chosen(args.candidate) else 1)
+    else:
+        publish(args.candidate)
 
 
 if __name__ == "__main__":
