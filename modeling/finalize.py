@@ -61,6 +61,7 @@ from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, WEIGHTS_NAME, ModelLo
                     folder_written_whole, source_network_folder)
 from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, load_deployed as load_xray_gate
 from .inference import Predictor, default_device, deployment_device
+from .reference import REFERENCE_NAME, example_images, write_reference
 from .model import PneumoniaClassifier
 from .ood import NOT_AN_XRAY_FACTOR, OOD_FILE, fit_detector
 from .preprocessing import normalize
@@ -292,9 +293,13 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
         # 5. the chest X-ray gate
         gate = install_xray_gate(xray_gate, folder) if xray_gate else {}
 
-        # config.json, the folder's one description of how it is deployed, last
+        # config.json, the folder's one description of how it is deployed
         replace(network.config, precision=precision, tta_views=views, temperature=temperature, threshold=threshold,
                 ood=ood, quantization=quantization, xray_gate=gate, validation=validation).save(folder / CONFIG_NAME)
+
+        # 6. the network's own answers on the example X-rays, against which loading checks the precision that runs
+        write_reference(Predictor.from_pretrained(folder, precision="float32", check_reference=False),
+                        example_images(), folder / REFERENCE_NAME, fitted_for)
     log(f"finalized {out} in {time.time() - started:.0f} s")
     return validation
 

@@ -26,6 +26,7 @@ from .calibration import THRESHOLD_RULES
 from .config import ModelConfig
 from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE
 from .metrics import RATES
+from .reference import REFERENCE_NAME
 
 CARD_TEMPLATE = Path("model_card.md")  # the project's template, as the commands below are run from its root
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
@@ -103,6 +104,8 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         ood_fitted_on=config.ood.get("fitted_on"),
         ood_not_xray_stages=", ".join(config.ood["stages"][i] for i in config.ood.get("not_xray_stages", [])),
         xray_gate=gate_card_context(model_dir, config),
+        reference=(model_dir / REFERENCE_NAME).exists(), lineage=log.get("lineage"),
+        lineage_hours=sum(stage["hours"] for stage in log.get("lineage") or []) + epoch_cost(log)["hours"],
     )
 
 

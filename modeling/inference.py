@@ -19,6 +19,7 @@ Artifacts beside the weights are loaded only if they were fitted for what config
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,14 @@ from .model import PneumoniaClassifier
 from .ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, ood_verdicts
 from .preprocessing import eval_transform, normalize, to_rgb
 from .quantize import Int8Forward, load_calibration
+from .reference import FALLBACK, REFERENCE_NAME, disagreement, load_reference
 from .runtime import cpu_model
 from .views import normalized_views
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 THUMBNAIL_SIDE = 16  # the out-of-distribution gate also sees the image's layout: its 16 x 16 x 3 thumbnail
+
+LOG = logging.getLogger(__name__)
 
 
 def thumbnail_features(pixels: torch.Tensor) -> torch.Tensor:
@@ -146,13 +150,17 @@ class Predictor:
         # int8 graphs are compiled per batch size and gain little from batching on a CPU: one image at a time
         # keeps to the one graph the app compiles at start
         self.batch_size = 1 if self.precision == "int8" else 16
+        self.reference_check = "not checked (built directly, not from a model folder)"
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, device: Optional[torch.device | str] = None, compile: bool = False,
-                        int8_package_dir: Optional[Path] = None,
-                        **hub_kwargs: Any) -> "Predictor":
+                        int8_package_dir: Optional[Path] = None, precision: Optional[str] = None,
+                        check_reference: bool = True, **hub_kwargs: Any) -> "Predictor":
         """A model folder or Hub id (`revision=`, ...) with the artifacts beside its weights, each checked against
-        what config.json deploys (ModelLoadError, naming the command that refits it, where one does not fit)."""
+        what config.json deploys (ModelLoadError, naming the command that refits it, where one does not fit).
+        The precision that runs is config.json's where it reproduces the folder's reference outputs on this machine
+        (`modeling.reference`), else the next that does, with one logged sentence; `reference_check` says which.
+        `precision` forces one (then nothing is checked)."""
         folder = resolve_model_folder(source, **hub_kwargs)
         model = PneumoniaClassifier.from_pretrained(folder)
         config = model.config
@@ -173,12 +181,44 @@ class Predictor:
             calibration, metadata = load_calibration(folder / config.quantization["file"])
             check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
             identity = f"{expected['weights_sha256']}:{file_sha256(folder / config.quantization['file'])}"
-        predictor = cls(model, ood=ood, xray_gate=xray_gate, int8_calibration=calibration, device=device, compile=compile,
-                        int8_package_dir=int8_package_dir, int8_identity=identity)
+
+        def build(path: Optional[str]) -> "Predictor":
+            return cls(model, ood=ood, xray_gate=xray_gate, int8_calibration=calibration, device=device,
+                       compile=compile, precision=path, int8_package_dir=int8_package_dir, int8_identity=identity)
+
+        predictor = build(precision)
         if ood is not None and ood.sizes != predictor.feature_sizes():
             raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
                                  f"version computes {predictor.feature_sizes()}; refit it: {REFIT}")
-        return predictor
+        if precision is not None or not check_reference:
+            predictor.reference_check = "not checked (precision set by the caller)"
+            return predictor
+        if not (folder / REFERENCE_NAME).exists():
+            predictor.reference_check = f"not checked: the folder has no {REFERENCE_NAME}"
+            LOG.warning("The model folder has no %s: %s runs unchecked against the network's own outputs.",
+                        REFERENCE_NAME, predictor.precision)
+            return predictor
+        reference = load_reference(folder / REFERENCE_NAME)
+        check_fitted_for("reference outputs file", reference.fitted_for, expected)
+        misses: dict[str, str] = {}
+        for path in [predictor.precision, *FALLBACK[predictor.precision]]:
+            candidate = predictor if path == predictor.precision else build(path)
+            if candidate.precision in misses:  # bf16 runs as fp32 where bf16 is slow: tried already
+                continue
+            missed = disagreement(candidate, reference)
+            if missed is None:
+                candidate.reference_check = (f"{candidate.precision} reproduces the reference outputs" if not misses else
+                                             f"{', '.join(misses)} disagreed with the reference outputs on this machine "
+                                             f"({'; '.join(misses.values())}), so {candidate.precision} runs")
+                if misses:
+                    LOG.warning("%s disagrees with the network's reference outputs on this machine (%s); running %s "
+                                "instead, which reproduces them, at %s's speed.", ", ".join(misses),
+                                "; ".join(misses.values()), candidate.precision, candidate.precision)
+                return candidate
+            misses[candidate.precision] = missed
+        raise ModelLoadError("No precision reproduces the model folder's reference outputs on this machine ("
+                             + "; ".join(f"{path}: {missed}" for path, missed in misses.items())
+                             + "): its reference file or weights are damaged, or this machine computes them wrongly.")
 
     # --- tensors in, numbers out
 
