@@ -1,14 +1,15 @@
 """Reference outputs: the network's own float32 answers on a few fixed images, stored beside the weights, and the
 check of a precision path against them.
 
-int8 and bf16 kernels are the CPU's, and differ between CPUs: without AVX512-VNNI, oneDNN's u8 x s8 convolutions
-add pairs of products in 16 bits, which saturate, so the same int8 model answers otherwise there. At load,
+int8 and bf16 kernels are the CPU's, and differ between CPUs: the same int8 model answers otherwise on an AVX2-only
+CPU than on one with AVX512-VNNI (oneDNN's u8 x s8 convolutions without VNNI add pairs of products in 16 bits,
+which can saturate; the likely cause, not proven here). At load,
 `Predictor.from_pretrained` runs the path config.json deploys on these images (the image alone, a few forward
 passes) and compares it with the file; where it disagrees beyond `TOLERANCE`, the next path runs instead
 (`FALLBACK`), and where none agrees the folder is refused.
 
-    python -m modeling.reference MODEL_DIR            # write MODEL_DIR/reference_outputs.safetensors
-    python -m modeling.reference MODEL_DIR --check    # which path this machine runs, and why
+    python -m scripts.reference_outputs MODEL_DIR            # write MODEL_DIR/reference_outputs.safetensors
+    python -m scripts.reference_outputs MODEL_DIR --check    # which path this machine runs, and why
 
 The file holds `pixels` (N, 3, S, S, uint8: each image as the network's resize makes it), `probability` (N: the
 calibrated P(positive)), `ood_score` (N: the detector's largest scaled stage score) and `gate_logit` (N, with a
@@ -17,11 +18,10 @@ checks their own code against the same numbers: feed `pixels` through it and com
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +29,6 @@ from PIL import Image
 
 from .files import ModelLoadError, load_tensors, save_tensors
 from .preprocessing import normalize, read_image, resize_transform, to_rgb
-
-if TYPE_CHECKING:
-    from .inference import Predictor
 
 REFERENCE_NAME = "reference_outputs.safetensors"
 TOLERANCE = {"probability": 0.02, "ood_score": 0.1, "gate_logit": 0.5}
@@ -54,7 +51,7 @@ class Reference:
         return json.loads(self.metadata["images"])
 
 
-def outputs_of(predictor: "Predictor", pixels: torch.Tensor) -> dict[str, np.ndarray]:
+def outputs_of(predictor: Any, pixels: torch.Tensor) -> dict[str, np.ndarray]:
     """The predictor's answers on uint8 images (N, 3, S, S), each image alone: what the reference holds."""
     config = predictor.config
     inputs = normalize(pixels.to(predictor.device), config).contiguous(memory_format=torch.channels_last)
@@ -71,7 +68,7 @@ def outputs_of(predictor: "Predictor", pixels: torch.Tensor) -> dict[str, np.nda
     return {name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()}
 
 
-def write_reference(predictor: "Predictor", images: dict[str, Image.Image], path: Path,
+def write_reference(predictor: Any, images: dict[str, Image.Image], path: Path,
                     fitted_for: dict[str, Any]) -> None:
     """Store `predictor`'s answers (it must run float32) on `images` (name -> RGB image) at `path`."""
     if predictor.precision != "float32":
@@ -91,11 +88,11 @@ def load_reference(path: Path) -> Reference:
     tensors, metadata = load_tensors(path, "reference outputs file")
     if not {"pixels", "probability"} <= set(tensors) or not {"fitted_for", "images"} <= set(metadata):
         raise ModelLoadError(f"The reference outputs file {path.name} lacks its images, outputs or record; "
-                             f"rewrite it: python -m modeling.reference MODEL_DIR")
+                             f"rewrite it: python -m scripts.reference_outputs MODEL_DIR")
     return Reference(tensors, metadata)
 
 
-def disagreement(predictor: "Predictor", reference: Reference) -> str | None:
+def disagreement(predictor: Any, reference: Reference) -> str | None:
     """None where the predictor reproduces the reference within `TOLERANCE`; else the largest miss, in words."""
     outputs = outputs_of(predictor, reference.tensors["pixels"])
     worst: tuple[float, str] | None = None
@@ -109,26 +106,3 @@ def disagreement(predictor: "Predictor", reference: Reference) -> str | None:
                      f"{name.replace('_', ' ')} off by {differences[index]:.3f} on {reference.names[index]} "
                      f"(tolerance {tolerance})")
     return None if worst is None else worst[1]
-
-
-def main(argv: list[str] | None = None) -> None:
-    from .artifacts import deployment
-    from .files import resolve_model_folder
-    from .inference import Predictor
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--check", action="store_true", help="load the folder as the demo does and say what runs")
-    args = parser.parse_args(argv)
-    if args.check:
-        predictor = Predictor.from_pretrained(args.model_dir)
-        print(f"{predictor.precision} runs here: {predictor.reference_check}")
-        return
-    folder = resolve_model_folder(args.model_dir)
-    predictor = Predictor.from_pretrained(folder, precision="float32", check_reference=False)
-    write_reference(predictor, example_images(), folder / REFERENCE_NAME, deployment(predictor.config, folder))
-    print(f"wrote {folder / REFERENCE_NAME}")
-
-
-if __name__ == "__main__":
-    main()

@@ -64,6 +64,12 @@ def training_summary(model_dir: Path) -> str:
                  f"recipe (seeds {', '.join(str(t['seed']) for t in teachers)}; "
                  f"{sum(t['hours'] for t in teachers):.1f} hours of training more) on the very images it saw"
                  if teachers else "")
+    lineage = log.get("lineage") or []
+    if lineage:
+        hours = sum(stage["hours"] for stage in lineage) + cost["hours"]
+        start = (f"continued from the bundle before it (stage {len(lineage) + 1} of a network trained from scratch in "
+                 f"{len(lineage) + 1} stages, {hours:.1f} hours in all; [the stages](docs/experiments.md#training-"
+                 f"windows-and-the-replacement-rule))")
     return (f"{args['model']} trained {start} for {args['epochs']} epochs"
             f"{f' with progressive resizing ({schedule})' if schedule else ''}{distilled}, {cost['hours']:.1f} hours "
             f"of training {cost['on']} as logged ({cost['median_hours']:.1f} at the median epoch times), keeping {kept}. "
@@ -314,10 +320,43 @@ def ensemble_section(model_dir: Path) -> list[str]:
             f"The bundled network distilled from it, as deployed (`{student['command']}`):", "", format_table(student)]
 
 
+def windows_section(model_dir: Path) -> list[str]:
+    """The bundled network's stages, the replacement rule's decisions, and each bundle's test figures."""
+    log = json.loads((model_dir / "training_log.json").read_text())
+    cost = epoch_cost(log)
+    stages = [*(log.get("lineage") or []),
+              {"epochs": log["args"]["epochs"], "size_schedule": log["args"].get("size_schedule"),
+               "recipe": trained_recipe(log), "hours": cost["hours"], "on": cost["on"],
+               "time_budget_s": log["args"].get("time_budget"), "command": log.get("command")}]
+    lines = ["## Training windows and the replacement rule", "",
+             "Training happens in windows of a few hours on whatever machine a session gets: each window continues the "
+             "bundled network within a time budget (`bash scripts/make_bundle.sh BUDGET`), finalizes and scores the "
+             "result, and the rule in `scripts/publish_bundle.py` (written before any candidate's test figures were "
+             "seen) decides on validation and the shortcut scores alone whether it replaces the bundle. The test "
+             "split is evaluated once for a candidate the rule chose.", "",
+             "The bundled network's stages:", "", "| stage | epochs and sizes | augmentation | budget | hours | command |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for number, stage in enumerate(stages, 1):
+        sizes = ", ".join(f"{size} px x {count}" for size, count in stage.get("size_schedule") or [])
+        budget = f"{stage['time_budget_s'] / 3600:.2f} h" if stage.get("time_budget_s") else "-"
+        lines.append(f"| {number} | {stage['epochs']}{f' ({sizes})' if sizes else ''} | {stage['recipe']} | {budget} | "
+                     f"{stage['hours']:.1f} {stage['on']} | `{stage['command']}` |")
+    for path in sorted((DOCS / "bundle_history").glob("*.decision.json")):
+        decision = json.loads(path.read_text())
+        name = path.name.removesuffix(".decision.json")
+        lines += ["", f"### Candidate `{name}`: {'replaced' if decision['replaces'] else 'did not replace'} "
+                      f"`{decision['bundled']}`", "", "| criterion | candidate | bundled | needs | holds |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {row['criterion']} | {row['candidate']:.4f} | {row['bundled']:.4f} | {row['needs']} | "
+                  f"{'yes' if row['holds'] else '**no**'} |" for row in decision["criteria"]]
+    return lines
+
+
 def experiments_page(model_dir: Path) -> str:
     return "\n".join(["# Experiments", "", GENERATED, "",
                       "How the bundled model was made, and every change measured on validation.", "",
-                      *bundle_section(model_dir), *ensemble_section(model_dir), "", *changes_section(), ""])
+                      *bundle_section(model_dir), "", *windows_section(model_dir), *ensemble_section(model_dir), "",
+                      *changes_section(), ""])
 
 
 # ---------------------------------------------------------------- docs/out-of-distribution.md

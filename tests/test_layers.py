@@ -10,12 +10,12 @@ from tests.helpers import REPO
 PACKAGE = REPO / "modeling"
 # the layers, bottom first; a module may import its own layer's modules or lower ones, never higher
 LAYERS = [
-    {"runtime", "files", "config", "metrics", "probability", "preprocessing", "geometry", "display"},
+    {"runtime", "files", "config", "metrics", "probability", "preprocessing", "geometry", "display", "budget"},
     {"views", "augment", "data", "calibration", "ood", "artifacts", "checkpointing", "robustness", "plots",
-     "non_xray", "lungs", "worklist", "gate", "gate_negatives"},
+     "non_xray", "lungs", "worklist", "gate", "gate_negatives", "reference"},
     {"model"},
     {"quantize", "explain", "inference", "evaluation"},
-    {"finalize", "hub", "shortcuts", "gate_training", "ensemble"},
+    {"finalize", "hub", "shortcuts", "gate_training", "ensemble", "lineage"},
 ]
 
 

@@ -99,7 +99,7 @@ def test_a_damaged_reference_file_is_refused_in_one_sentence(tmp_path):
 def test_a_cpu_without_vnni_runs_the_bundle_in_float32(tmp_path):
     """oneDNN told to use AVX2 at most (ONEDNN_MAX_CPU_ISA), as a CPU without AVX512 and VNNI: the int8 path is
     checked there and what runs reproduces the network's answers."""
-    result = run_script("-m", "modeling.reference", str(BUNDLE), "--check",
+    result = run_script("-m", "scripts.reference_outputs", str(BUNDLE), "--check",
                         env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
     line = result.stdout.strip().splitlines()[-1]
     assert line.split()[0] in ("int8", "float32") and ("reproduces" in line or "disagreed" in line)
