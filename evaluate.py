@@ -106,6 +106,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     metrics["at_0.5"] = {**at_half, "ci95": bootstrap_ci(labels, probs, 0.5, n_boot=args.bootstrap)}
 
     metrics["precision_deployed"] = predictor.precision
+    metrics["precision_check"] = predictor.reference_check
     metrics["views"] = 1 + len(predictor.views)
     if predictor.ood is not None:
         metrics["ood"] = ood_report(predictor, features, args.ood_images, args.other_xrays, args.split)

@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 WEIGHTS = ROOT / "weights" / "pneumonia-resnet50"
 HISTORY = DOCS / "bundle_history"
-BUNDLED_SHORTCUTS = DOCS / "shortcuts" / "bundle-before.json"  # the bundled model's scores, as deployed
 REPO_ID = "pneumonia-xray/pneumonia-resnet50"
 DECISION = "decision.json"
 AS_IS_MARGIN = 0.10  # relative
@@ -83,6 +82,7 @@ def network_scores(model_dir: Path, data: str, cache: Path) -> dict[str, Any]:
     record = {"model": str(model_dir), "weights_sha256": weights, "as_is": scores["per_change"]["as is"],
               "changes": sum(v for k, v in scores["per_change"].items() if k != "as is") / (len(scores["per_change"]) - 1),
               "per_change": scores["per_change"]}
+    cache.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cache, record)
     return record
 
@@ -95,13 +95,22 @@ def rule_inputs(model_dir: Path, shortcuts: Path, data: str, cache: Path) -> dic
             "gradcam_in_lungs_pneumonia": scores["gradcam_in_lungs_pneumonia"]}
 
 
-def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, bundled_shortcuts: Path = BUNDLED_SHORTCUTS) -> dict:
-    """Apply the rule and write it, with its inputs, to CANDIDATE/decision.json."""
+def bundled_shortcuts(bundled: Path) -> Path:
+    """The bundled model's shortcut scores as deployed: published under its name (bundle-before.json: the scores of
+    the bundle from before the names, bundle-v3)."""
+    named = DOCS / "shortcuts" / f"{_name(bundled)}.json"
+    return named if named.exists() else DOCS / "shortcuts" / "bundle-before.json"
+
+
+def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = HISTORY,
+           bundled_scores: Path | None = None) -> dict:
+    """Apply the rule and write it, with its inputs, to CANDIDATE/decision.json; the bundled network's validation
+    log-losses are kept in `history`, its shortcut scores read from `bundled_scores` (default: docs/shortcuts/)."""
     if file_sha256(candidate / SPLIT_NAME) != file_sha256(bundled / SPLIT_NAME):
         sys.exit("The candidate was trained on another split than the bundled model: their validation sides differ.")
     new = rule_inputs(candidate, candidate / "shortcuts" / "shortcuts.json", data, candidate / "network_scores.json")
-    old = rule_inputs(bundled, bundled_shortcuts, data,
-                      HISTORY / f"{_name(bundled)}.network-scores.json")
+    old = rule_inputs(bundled, bundled_scores or bundled_shortcuts(bundled), data,
+                      history / f"{_name(bundled)}.network-scores.json")
     chosen, rows = replaces(new, old)
     decision = {"replaces": chosen, "candidate": str(candidate), "bundled": _name(bundled),
                 "candidate_weights_sha256": file_sha256(candidate / "model.safetensors"),
@@ -160,6 +169,7 @@ def publish(candidate: Path, weights: Path = WEIGHTS, history: Path = HISTORY, d
         sys.exit(f"The rule chose {name}, but its test evaluation is missing: run make_bundle.sh's test stage first.")
     if file_sha256(weights / "model.safetensors") != file_sha256(candidate / "model.safetensors"):
         install(candidate, weights, history)
+    render_docs.main([])
     return True
 
 

@@ -55,3 +55,28 @@ def test_install_replaces_the_folder_whole_and_keeps_the_old_test_metrics(tmp_pa
     card = (weights / "README.md").read_text()
     assert "| accuracy | 0.9700 |" in card, "the card is written from the new files"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle-v5", "history", "weights"], "no partial folder left"
+
+
+@pytest.mark.slow
+def test_decide_writes_the_rules_inputs_and_its_decision(tiny_model_dir, small_data, tmp_path):
+    candidate, bundled = tmp_path / "candidate", tmp_path / "bundled"
+    for folder in (candidate, bundled):
+        shutil.copytree(tiny_model_dir, folder)
+    scores = {"outside_thorax_black": {"flipped": 0.1}, "cropped_to_thorax": {"flipped": 0.2},
+              "gradcam_in_lungs_pneumonia": 0.4}
+    (candidate / "shortcuts").mkdir()
+    (candidate / "shortcuts" / "shortcuts.json").write_text(json.dumps(scores))
+    (tmp_path / "bundled-shortcuts.json").write_text(json.dumps(scores))
+
+    decision = publish_bundle.decide(candidate, str(small_data), bundled, tmp_path / "history",
+                                     tmp_path / "bundled-shortcuts.json")
+
+    assert decision == json.loads((candidate / "decision.json").read_text())
+    assert decision["replaces"], "the same network and scores on both sides meet every criterion"
+    [cached] = (tmp_path / "history").glob("*.network-scores.json")
+    network = json.loads(cached.read_text())
+    assert network["as_is"] == decision["criteria"][0]["bundled"] == decision["criteria"][0]["candidate"]
+    assert set(network["per_change"]) > {"as is"} and network["changes"] > 0
+    assert publish_bundle.chosen(candidate)
+    (candidate / "model.safetensors").write_bytes((candidate / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
+    assert not publish_bundle.chosen(candidate), "a decision holds for the weights it was made on"
