@@ -34,7 +34,7 @@ from modeling.data import (DataLoadError, attach_transform, drop_unreadable, ima
                            load_data, saved_split)
 from modeling.ensemble import calibrated_predictor, load_ensemble
 from modeling.files import SPLIT_NAME, ModelLoadError, folder_written_whole, resolve_model_folder, write_json_atomic
-from modeling.inference import Predictor
+from modeling.inference import Predictor, describe_device
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
 from modeling.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
 from modeling.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
@@ -107,6 +107,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     metrics["precision_deployed"] = predictor.precision
     metrics["precision_check"] = predictor.reference_check
+    metrics["device"] = describe_device(predictor.device)
     metrics["views"] = 1 + len(predictor.views)
     if predictor.ood is not None:
         metrics["ood"] = ood_report(predictor, features, args.ood_images, args.other_xrays, args.split)

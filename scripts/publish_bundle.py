@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from modeling.artifacts import split_fingerprint_of
 from modeling.config import ModelConfig
 from modeling.files import SPLIT_NAME, file_sha256, folder_written_whole, write_json_atomic
 from modeling.hub import build_card
@@ -106,7 +107,7 @@ def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = 
            bundled_scores: Path | None = None) -> dict:
     """Apply the rule and write it, with its inputs, to CANDIDATE/decision.json; the bundled network's validation
     log-losses are kept in `history`, its shortcut scores read from `bundled_scores` (default: docs/shortcuts/)."""
-    if file_sha256(candidate / SPLIT_NAME) != file_sha256(bundled / SPLIT_NAME):
+    if split_fingerprint_of(candidate / SPLIT_NAME) != split_fingerprint_of(bundled / SPLIT_NAME):
         sys.exit("The candidate was trained on another split than the bundled model: their validation sides differ.")
     new = rule_inputs(candidate, candidate / "shortcuts" / "shortcuts.json", data, candidate / "network_scores.json")
     old = rule_inputs(bundled, bundled_scores or bundled_shortcuts(bundled), data,

@@ -120,6 +120,12 @@ def against_reference(metrics: dict, name: str, reference: dict) -> str:
     return f"Against {name}: " + "; ".join(parts) + "."
 
 
+def measured_on(metrics: dict) -> str:
+    """Where and in which precision a test evaluation ran (evaluations before these fields: the precision alone)."""
+    where = f"on a {metrics['device']}" if metrics.get("device") else "on a CPU that was not recorded"
+    return f"{where}, in {metrics.get('precision_deployed', 'the deployed precision')}"
+
+
 def results_block(model_dir: Path) -> str:
     """The README's results: how the bundled model was made, its test figures against the references, pictures."""
     metrics = json.loads((model_dir / "eval" / "metrics.json").read_text())
@@ -133,7 +139,10 @@ def results_block(model_dir: Path) -> str:
         "ImageNet weights could not be downloaded where it was trained; with the Hub, `train.py` starts from them by "
         f"default. As deployed: {1 + len(inference.get('tta_views', []))} view(s) per image, {inference['precision']}, "
         f"threshold {metrics['threshold']:.3f} (rule `{rule}`). Views, precision, threshold and temperature were "
-        "chosen on validation only; the test split was evaluated once, for this report.", "",
+        "chosen on validation only; the test split was evaluated once, for this report, "
+        f"{measured_on(metrics)}. At load, the precision is checked against the network's own answers on the "
+        "example X-rays (`reference_outputs.safetensors`): where a CPU's kernels do not reproduce them (int8 on an "
+        "AVX2-only CPU), float32 runs instead.", "",
         f"Test split, {metrics['n']} images (collected apart from the training images):", "",
         *comparison_rows(metrics, model_dir), "",
         against_reference(metrics, *REFERENCES[-1]), "",
