@@ -44,6 +44,8 @@ scores() {
         --output-dir "$CANDIDATE/shortcuts" --title "$(basename "$RUN") (as deployed)"
     [ -f "$CANDIDATE/eval-validation/metrics.json" ] || python evaluate.py --model "$CANDIDATE" --data "$DATA" \
         --split validation --output-dir "$CANDIDATE/eval-validation"
+    [ -f "$CANDIDATE/validation_thresholds.json" ] || python -m scripts.threshold_images "$CANDIDATE" --data "$DATA" \
+        --output "$CANDIDATE/validation_thresholds.png"
 }
 
 decide() {
