@@ -80,7 +80,8 @@ def network_scores(model_dir: Path, data: str, cache: Path) -> dict[str, Any]:
 
     network = PneumoniaClassifier.from_pretrained(model_dir)
     scores = view_scores(network, data, model_dir / SPLIT_NAME, {"the image alone": []})["the image alone"]
-    record = {"model": str(model_dir), "weights_sha256": weights, "as_is": scores["per_change"]["as is"],
+    shown = model_dir.resolve().relative_to(ROOT) if model_dir.resolve().is_relative_to(ROOT) else model_dir
+    record = {"model": str(shown), "weights_sha256": weights, "as_is": scores["per_change"]["as is"],
               "changes": sum(v for k, v in scores["per_change"].items() if k != "as is") / (len(scores["per_change"]) - 1),
               "per_change": scores["per_change"]}
     cache.parent.mkdir(parents=True, exist_ok=True)
