@@ -3,16 +3,17 @@
 The budget is cut into time shares, one per training size (progressive resizing, smallest first). The epochs
 of each size are planned from the measured seconds per step and per validation, and planned again after every
 epoch from what the epochs really took, so that a slow machine, a busy one, or a run resumed on another
-machine still ends on time. The learning rate warms up, then falls linearly to zero at the last planned step;
-when a new plan moves that step, the fall continues from the current rate to the new end. The last epoch of a
-size may be shortened to fit. The time counted is that of finished epochs: an epoch lost to a stop is not
+machine still ends on time. The learning rate warms up, then falls linearly from its peak to zero at the last
+planned step: a function of the share of the planned steps done, so that when a new plan moves the last step,
+the rate moves with it (an epoch that came in under its estimate leaves time that is trained at a rate above
+zero, not at zero). The last epoch of a size may be shortened to fit. The time counted is that of finished epochs: an epoch lost to a stop is not
 counted, and is trained again.
 """
 from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
@@ -95,20 +96,13 @@ class BudgetState:
     spent_by_size: dict[int, float] = field(default_factory=dict)
     steps_done: int = 0
     total_steps: int = 0  # the last step of the current plan
-    anchor_step: int = 0  # the linear fall runs from (anchor_step, anchor_lr) to (total_steps, 0)
-    anchor_lr: float = 0.0
     plan: list[tuple[int, int]] = field(default_factory=list)
 
     def replan(self, step_seconds: dict[int, float], validation_seconds: float, steps_per_epoch: int) -> None:
         """Plan the epochs left from the measured costs, and move the learning rate's end to the plan's."""
-        current_lr = self.lr(self.steps_done)
         self.plan = plan_epochs(self.budget_s, self.shares, self.spent_by_size, step_seconds, validation_seconds,
                                 steps_per_epoch)
         self.total_steps = self.steps_done + sum(steps for _, steps in self.plan)
-        if self.steps_done >= self.warmup_steps:
-            self.anchor_step, self.anchor_lr = self.steps_done, current_lr
-        else:
-            self.anchor_step, self.anchor_lr = self.warmup_steps, self.peak_lr
 
     def lr(self, step: int) -> float:
         """The learning rate at a global step: linear warm-up, then a linear fall to zero at `total_steps`."""
@@ -116,9 +110,9 @@ class BudgetState:
             return self.peak_lr * (step + 1) / self.warmup_steps
         if not self.total_steps:  # not planned yet
             return self.peak_lr
-        if step >= self.total_steps or self.total_steps <= self.anchor_step:
+        if step >= self.total_steps:
             return 0.0
-        return self.anchor_lr * (self.total_steps - step) / (self.total_steps - self.anchor_step)
+        return self.peak_lr * (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps)
 
     def finish_epoch(self, size: int, steps: int, seconds: float) -> None:
         self.steps_done += steps
@@ -135,7 +129,8 @@ class BudgetState:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> "BudgetState":
-        state = dict(state)
+        known = {f.name for f in fields(cls)}
+        state = {key: value for key, value in state.items() if key in known}  # older checkpoints kept more
         state["shares"] = [tuple(pair) for pair in state["shares"]]
         state["plan"] = [tuple(pair) for pair in state["plan"]]
         state["spent_by_size"] = {int(size): seconds for size, seconds in state["spent_by_size"].items()}

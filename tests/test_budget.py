@@ -82,17 +82,28 @@ def test_the_learning_rate_warms_up_then_falls_linearly_to_zero_at_the_plans_end
     assert state.lr(end) == 0.0 and state.lr(end - 1) > 0
 
 
-def test_a_new_plan_continues_the_fall_from_the_current_rate_to_the_new_end():
+def test_a_new_plan_moves_the_end_of_the_fall_and_the_rate_with_it():
     state = BudgetState(7200, SHARES, peak_lr=3e-4, warmup_steps=40)
     state.replan(STEP_SECONDS, VALIDATION_SECONDS, STEPS)
     first_size, first_steps = state.plan[0]
     state.finish_epoch(first_size, first_steps, 2 * cost([state.plan[0]]))  # the epoch took twice its estimate
-    rate_before = state.lr(state.steps_done)
     old_end = state.total_steps
     state.replan({size: 2 * s for size, s in STEP_SECONDS.items()}, 2 * VALIDATION_SECONDS, STEPS)
     assert state.total_steps < old_end, "a slower machine: the end comes sooner"
-    assert state.lr(state.steps_done) == pytest.approx(rate_before)
+    assert state.lr(state.steps_done) == pytest.approx(3e-4 * (state.total_steps - state.steps_done)
+                                                       / (state.total_steps - 40))
     assert state.lr(state.total_steps) == 0.0
+
+
+def test_time_left_after_the_plans_end_is_trained_at_a_rate_above_zero():
+    state = BudgetState(3600, [(224, 1.0)], peak_lr=3e-4, warmup_steps=40)
+    state.replan(STEP_SECONDS, VALIDATION_SECONDS, STEPS)
+    for size, steps in list(state.plan):  # every epoch comes in at half its estimate
+        state.finish_epoch(size, steps, cost([(size, steps)]) / 2)
+    assert state.lr(state.steps_done) == 0.0, "the first plan has ended"
+    state.replan({size: s / 2 for size, s in STEP_SECONDS.items()}, VALIDATION_SECONDS / 2, STEPS)
+    assert state.plan, "half the budget is left"
+    assert state.lr(state.steps_done) > 0 and state.lr(state.total_steps) == 0.0
 
 
 def test_the_state_survives_a_checkpoint_as_json():
