@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from safetensors import safe_open
 
@@ -103,7 +104,10 @@ def test_evaluate_predictor_and_app_give_identical_probabilities(finalized, smal
         evaluated = {row["image"]: float(row["prob_pneumonia"]) for row in csv.DictReader(f)}
     paths = [sorted((small_data / "test" / label).iterdir())[0] for label in ("NORMAL", "PNEUMONIA")]
     predictor = Predictor.from_pretrained(folder)
-    assert predictor.precision == runtime_precision(precision, predictor.device) and predictor.device.type == "cpu"
+    expected = runtime_precision(precision, predictor.device)
+    # the deployed path, unless this CPU's kernels do not reproduce the network (int8 on an AVX2-only CPU)
+    assert predictor.precision == expected or predictor.reference_check.startswith(f"{expected} disagreed")
+    assert predictor.device.type == "cpu"
     mine = predictor.probabilities([load_rgb(path) for path in paths], batch_size=1)[:, 1]
     demo = app.build_demo(predictor)
     port = free_port()
@@ -126,6 +130,9 @@ def test_evaluate_on_validation_reproduces_what_finalize_fitted(finalized, small
     """`evaluate.py --split validation` reads the validation side of the folder's split.json: the same images, and at
     the stored threshold the same sensitivity and specificity that finalize recorded."""
     precision, folder = finalized
+    if Predictor.from_pretrained(folder).precision != runtime_precision(precision, torch.device("cpu")):
+        pytest.skip(f"this CPU's {precision} kernels do not reproduce the network, so what finalize fitted on them "
+                    "is not what runs here")
     out = tmp_path / "validation"
     printed = evaluate_cli("--model", folder, "--data", small_data, "--split", "validation", "--output-dir", out,
                            "--bootstrap", "20")
