@@ -1,4 +1,6 @@
-"""int8 inference: calibrated on real images by modeling.finalize, saved, reloaded, and close to the float model."""
+"""int8 inference: calibrated on real images by modeling.finalize, saved, reloaded, and close to the float model.
+The int8 path is asked for by name (`precision="int8"`): loading would otherwise run float32 on a CPU whose int8
+kernels do not reproduce the reference outputs (tests/test_reference.py)."""
 import json
 import shutil
 
@@ -27,7 +29,7 @@ def int8_model_dir(tiny_model_dir, small_data, tmp_path_factory):
 
 
 def test_int8_model_is_saved_with_its_calibration_and_gives_the_float_answers(int8_model_dir, small_data):
-    predictor = Predictor.from_pretrained(int8_model_dir)
+    predictor = Predictor.from_pretrained(int8_model_dir, precision="int8")
     config = predictor.config
     assert config.precision == "int8" and config.quantization["calibration_images"] == 32
     assert (int8_model_dir / CALIBRATION_NAME).is_file() and isinstance(predictor.forward, Int8Forward)
@@ -45,13 +47,13 @@ def test_compiled_int8_packages_are_kept_and_loaded_by_the_next_predictor(int8_m
     """With a package folder, the first predictor compiles each batch size into a package there; another one (as
     in the next process) loads it and answers exactly as the graph compiled in memory does."""
     images = [load_rgb(path) for path in sorted((small_data / "test" / "PNEUMONIA").iterdir())[:3]]
-    compiled = Predictor.from_pretrained(int8_model_dir).probabilities(images)
+    compiled = Predictor.from_pretrained(int8_model_dir, precision="int8").probabilities(images)
     packages = tmp_path / "int8"
-    first = Predictor.from_pretrained(int8_model_dir, int8_package_dir=packages).probabilities(images)
+    first = Predictor.from_pretrained(int8_model_dir, int8_package_dir=packages, precision="int8").probabilities(images)
     written = sorted(packages.glob("*.pt2"))
     assert len(written) == 1  # one batch size: one image at a time
     stamp = written[0].stat().st_mtime_ns
-    again = Predictor.from_pretrained(int8_model_dir, int8_package_dir=packages).probabilities(images)
+    again = Predictor.from_pretrained(int8_model_dir, int8_package_dir=packages, precision="int8").probabilities(images)
     assert sorted(packages.iterdir()) == written and written[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
     np.testing.assert_array_equal(first, compiled)
     np.testing.assert_array_equal(again, compiled)
@@ -70,7 +72,7 @@ def test_broken_or_mismatched_int8_calibration_is_a_clear_error(int8_model_dir, 
     with pytest.raises(ModelLoadError, match="int8 calibration"):
         Predictor.from_pretrained(broken)
 
-    predictor = Predictor.from_pretrained(int8_model_dir)
+    predictor = Predictor.from_pretrained(int8_model_dir, precision="int8")
     calibration = predictor.forward.calibration
     short = Int8Forward(predictor.model, dict(list(calibration.items())[:-2]))  # two observers short
     with pytest.raises(Int8CalibrationError, match="re-run"):
@@ -79,7 +81,7 @@ def test_broken_or_mismatched_int8_calibration_is_a_clear_error(int8_model_dir, 
 
 def test_one_process_predicts_a_saved_split_in_every_precision(int8_model_dir, small_data):
     """One process runs fp32, bf16 and int8 side by side: precision belongs to each Predictor, not to the process."""
-    predictor = Predictor.from_pretrained(int8_model_dir)
+    predictor = Predictor.from_pretrained(int8_model_dir, precision="int8")
     logits = {}
     for precision in ("float32", "bfloat16", "int8"):
         runner = predictor if precision == "int8" else Predictor(predictor.model, precision=precision)
