@@ -219,10 +219,10 @@ def main(args: argparse.Namespace) -> None:
     init = None
     if args.init_from:
         try:
-            init = PneumoniaClassifier.from_pretrained(args.init_from)
-            init_split = resolve_model_folder(args.init_from) / "split.json"
-            args.split_file = check_init_split(init_split, args.split_file)
-            lineage = lineage_of(args.init_from)
+            init_folder = resolve_model_folder(args.init_from)  # once: a Hub id is downloaded once
+            init = PneumoniaClassifier.from_pretrained(init_folder)
+            args.split_file = check_init_split(init_folder / "split.json", args.split_file)
+            lineage = lineage_of(init_folder)
         except ModelLoadError as error:
             sys.exit(str(error))
         if args.model not in (None, init.config.architecture):
