@@ -293,13 +293,18 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
         # 5. the chest X-ray gate
         gate = install_xray_gate(xray_gate, folder) if xray_gate else {}
 
-        # config.json, the folder's one description of how it is deployed
-        replace(network.config, precision=precision, tta_views=views, temperature=temperature, threshold=threshold,
-                ood=ood, quantization=quantization, xray_gate=gate, validation=validation).save(folder / CONFIG_NAME)
+        deployed = replace(network.config, precision=precision, tta_views=views, temperature=temperature,
+                           threshold=threshold, ood=ood, quantization=quantization, xray_gate=gate,
+                           validation=validation)
 
         # 6. the network's own answers on the example X-rays, against which loading checks the precision that runs
-        write_reference(Predictor.from_pretrained(folder, precision="float32", check_reference=False),
-                        example_images(), folder / REFERENCE_NAME, fitted_for)
+        network.config = deployed
+        own = Predictor(network, ood=detector, precision="float32", device="cpu",
+                        xray_gate=load_xray_gate(folder, gate, fitted_for["split_sha256"]) if gate else None)
+        write_reference(own, example_images(), folder / REFERENCE_NAME, fitted_for)
+
+        # config.json, the folder's one description of how it is deployed, last: until it exists nothing loads
+        deployed.save(folder / CONFIG_NAME)
     log(f"finalized {out} in {time.time() - started:.0f} s")
     return validation
 
