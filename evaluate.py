@@ -4,8 +4,6 @@
 
 Writes metrics.json, roc.png, pr.png, confusion_matrix.png and predictions.csv to --output-dir.
 The operating threshold is the one stored in the model's config.json (chosen on validation).
-`--ensemble RUN_DIR ...` evaluates the mean probabilities of training runs' networks instead
-(`modeling.ensemble`: bf16, the image alone, temperature and prior threshold fitted on their shared validation side).
 `--split validation` evaluates the validation side of the model's own split.json (the images its
 threshold, temperature and OOD gate were fitted on), so that choices can be checked on validation
 before the test split is evaluated once.
@@ -32,7 +30,6 @@ from torch.utils.data import DataLoader
 from modeling.calibration import expected_calibration_error
 from modeling.data import (DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names,
                            load_data, saved_split)
-from modeling.ensemble import calibrated_predictor, load_ensemble
 from modeling.files import SPLIT_NAME, ModelLoadError, folder_written_whole, resolve_model_folder, write_json_atomic
 from modeling.inference import Predictor, describe_device
 from modeling.metrics import RATES, binary_metrics, bootstrap_ci
@@ -46,8 +43,6 @@ from modeling.robustness import PERTURBATIONS
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="weights/pneumonia-resnet50", help="model folder or Hugging Face Hub id")
-    p.add_argument("--ensemble", nargs="+", type=Path, metavar="RUN_DIR",
-                   help="evaluate the ensemble of these training runs' networks instead of --model")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     p.add_argument("--data", required=True, help="local imagefolder or Hugging Face Hub dataset id")
     p.add_argument("--split", default="test",
@@ -94,7 +89,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     probs = predictor.probabilities_from_logits(logits)[:, config.positive_index]
 
     metrics = binary_metrics(labels, probs, config.threshold)
-    metrics.update(loss=loss, model=[str(d) for d in args.ensemble] if args.ensemble else str(args.model),
+    metrics.update(loss=loss, model=str(args.model),
                    data=str(args.data), split=args.split,
                    unreadable_skipped=len(report.unreadable), bootstrap=args.bootstrap,
                    command=shlex.join(["python", *sys.argv]))
@@ -143,10 +138,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def load_predictor(args: argparse.Namespace, device: torch.device) -> tuple[Predictor, Path]:
-    """(the model as deployed, or the ensemble calibrated on validation; the split.json it was trained on)."""
-    if args.ensemble:
-        ensemble, split_file = load_ensemble(args.ensemble)
-        return calibrated_predictor(ensemble, args.data, split_file, device=device), split_file
+    """(the model as deployed; the split.json it was trained on)."""
     predictor = Predictor.from_pretrained(args.model, revision=args.revision, device=device)
     return predictor, resolve_model_folder(args.model, revision=args.revision) / SPLIT_NAME
 

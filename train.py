@@ -49,7 +49,6 @@ from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode
                            label_mapping, label_names, load_data, make_train_val, with_thorax_boxes)
 from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, resolve_model_folder, write_json_atomic
 from modeling.lineage import lineage_of
-from modeling.ensemble import Ensemble, load_ensemble, member_records
 from modeling.finalize import add_arguments as add_finalize_arguments, finalize
 from modeling.inference import Predictor, default_device, describe_device, fast_bf16
 from modeling.metrics import binary_metrics, threshold_for_sensitivity
@@ -98,9 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--ema-decay", type=float, default=0.998,
                    help="also keep an exponential moving average of the weights (0: off)")
-    p.add_argument("--teachers", nargs="+", metavar="RUN_DIR",
-                   help="distil: train on the mean class probabilities of these networks (an ensemble) on the very "
-                        "same augmented batch, instead of the labels (Hinton et al. 2015; Beyer et al. 2022)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--split-file", help="reuse the validation split saved by an earlier run (split.json)")
     p.add_argument("--select-metric", default="last", choices=["last", "roc_auc", "loss", "calibrated_loss"],
@@ -184,21 +180,6 @@ def describe_plan(plan: list[tuple[int, int]]) -> str:
         short = [n for n in steps if n != max(steps)]
         parts.append(f"{len(steps)} epoch(s) at {size} px" + (f" (the last {short[0]} steps)" if short else ""))
     return ", ".join(parts)
-
-
-def load_teacher(run_dirs: list[str], config: ModelConfig, split_file: Path, device: torch.device) -> Ensemble:
-    """The frozen ensemble of earlier runs' networks, checked to read the images as the student does and to have
-    been trained on the student's split: a teacher that saw the validation images would leak them into it."""
-    teacher, teachers_split = load_ensemble(run_dirs)
-    theirs = teacher.config
-    if (theirs.label_names, theirs.mean, theirs.std) != (config.label_names, config.mean, config.std):
-        raise ModelLoadError(f"The teachers have other labels or normalisation than the student "
-                             f"({theirs.label_names}, mean {theirs.mean}); distil from networks trained alike.")
-    if split_fingerprint_of(teachers_split) != split_fingerprint_of(split_file):
-        raise ModelLoadError("The teachers were trained on another train/validation split than the student; "
-                             "pass the teachers' split.json as --split-file.")
-    teacher.requires_grad_(False)
-    return teacher.to(device, memory_format=torch.channels_last).eval()
 
 
 def main(args: argparse.Namespace) -> None:
@@ -300,14 +281,7 @@ def main(args: argparse.Namespace) -> None:
     # keeps numpy's random state, so a resumed run blends as an uninterrupted one would
     mix = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, mode="elem", label_smoothing=args.label_smoothing,
                 num_classes=len(config.label_names)) if args.mixup or args.cutmix else None
-    criterion = (SoftTargetCrossEntropy() if mix or args.teachers
-                 else torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
-    try:
-        teacher = (load_teacher(args.teachers, config, out / "split.json", accelerator.device)
-                   if args.teachers else None)
-        teachers = member_records(args.teachers) if args.teachers else None  # for the card: commands, seeds, hours
-    except ModelLoadError as error:
-        sys.exit(str(error))
+    criterion = SoftTargetCrossEntropy() if mix else torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.ema_decay, use_warmup=True) if args.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -398,9 +372,6 @@ def main(args: argparse.Namespace) -> None:
             targets = batch["label"]
             if mix is not None:
                 pixels, targets = mix(pixels, targets)
-            if teacher is not None:  # the ensemble's answer on exactly what the student sees ("consistent teaching")
-                with torch.no_grad(), accelerator.autocast():
-                    targets = teacher(pixels).softmax(-1)
             with accelerator.autocast():
                 loss = criterion(model(pixels), targets)
             accelerator.backward(loss)
@@ -459,7 +430,6 @@ def main(args: argparse.Namespace) -> None:
                                                       "commit": git_commit(), "args": vars(args),
                                                       "augmentation": {"recipe": args.augment,
                                                                        **RECIPES[args.augment].to_dict()}, "history": state["history"],
-                                                      "teachers": teachers,
                                                       "init_from": args.init_from,
                                                       "lineage": lineage if init is not None else [],
                                                       "start_validation": state.get("start_validation"),

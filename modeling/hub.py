@@ -85,7 +85,7 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         threshold_rules=config.validation.get("threshold_rules"), finalized_by=config.validation.get("finalized_by"),
         dataset=DATASET_ID, train_images=report.get("train_images"), validation_images=report.get("validation_images"),
         unreadable=len(report.get("train", {}).get("unreadable", [])),
-        commands=reproduction_commands(log, config), epoch_cost=epoch_cost(log), teachers=log.get("teachers"),
+        commands=reproduction_commands(log, config), epoch_cost=epoch_cost(log),
         size_schedule=", ".join(f"{size} px for {count} epochs" for size, count in args.get("size_schedule") or []),
         augmentation=describe_augmentation(trained_recipe(log)), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
         ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
@@ -121,13 +121,12 @@ def gate_card_context(model_dir: Path, config: ModelConfig) -> dict[str, Any] | 
 
 
 def reproduction_commands(log: dict[str, Any], config: ModelConfig) -> list[str]:
-    """The commands that rebuild the folder: the teachers' training where the network was distilled, then its own, as
+    """The commands that rebuild the folder: its training as
     logged (without --resume, which only continues an interrupted run) with the batch size pinned, so that the same
     command runs the same recipe on a CPU and on a GPU (where the default batch differs), then the finalize command
     recorded in config.json."""
-    teachers = [_pinned(teacher["command"], teacher["batch_size"]) for teacher in log.get("teachers") or []]
     finalized_by = config.validation.get("finalized_by", "")
-    return [*teachers, _pinned(log.get("command") or train_command(log["args"]), log["args"]["batch_size"]),
+    return [_pinned(log.get("command") or train_command(log["args"]), log["args"]["batch_size"]),
             *([finalized_by] if finalized_by.startswith("python -m modeling.finalize") else [])]
 
 

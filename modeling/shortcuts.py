@@ -10,14 +10,12 @@ computed on validation images, measure two things that change between hospitals 
 
     python -m modeling.shortcuts --model runs/candidate --data ../shared/data/chest_xray --output-dir runs/candidate/shortcuts
     python -m modeling.shortcuts --model weights/pneumonia-resnet50 --data ... --output-dir ... --contact-sheet
-    python -m modeling.shortcuts --ensemble runs/seed1 runs/seed2 runs/seed3 --data ... --output-dir ...
 
 Writes shortcuts.json and shortcuts.png (Grad-CAM of six NORMAL and six PNEUMONIA validation images with their
 lung fields); --contact-sheet also writes lung_fields.png, the fields and thorax boxes of 48 images, to check
 the localisation by eye. A model folder runs as it is deployed (precision, views, temperature, threshold), or in
---precision with the image alone; a training run's network, and an ensemble of runs (`modeling.ensemble`), run in
-bf16 (or --precision), the image alone, at threshold 0.5. shortcuts.json also keeps the validation ROC-AUC and what
-the training logs say (command, seed, hours).
+--precision with the image alone; a training run's network runs in float32 (or --precision), the image alone, at
+threshold 0.5. shortcuts.json also keeps the validation ROC-AUC and what the training log says (command, seed, hours).
 """
 from __future__ import annotations
 
@@ -33,10 +31,10 @@ from tqdm.auto import tqdm
 
 from .data import label_mapping, label_names, load_data, saved_split
 from .display import overlay
-from .ensemble import ENSEMBLE_PRECISION, load_ensemble, run_summary
 from .config import ModelConfig
 from .files import SPLIT_NAME, folder_written_whole, resolve_model_folder, source_network_folder, write_json_atomic
 from .inference import Predictor
+from .lineage import stage_of
 from .lungs import LungFields, lung_fields
 from .model import PneumoniaClassifier
 from .preprocessing import read_image, resize_transform, to_rgb
@@ -204,9 +202,7 @@ def training_summary(folder: Path) -> dict[str, Any] | None:
     if not log_file.exists():
         return None
     log = json.loads(log_file.read_text())
-    return {**run_summary(log), "recipe": log.get("augmentation", {}).get("recipe"),
-            "teachers": [t["run"] for t in log.get("teachers") or []],
-            "final_epoch": log["history"][-1] if log.get("history") else None}
+    return {**stage_of(log), "seed": log["args"].get("seed"), "final_epoch": log["history"][-1] if log.get("history") else None}
 
 
 def validation_images(split_file: Path, data: str, label_order: Sequence[str], positive_label: str
@@ -221,9 +217,7 @@ def validation_images(split_file: Path, data: str, label_order: Sequence[str], p
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="a model folder (with split.json) or a training run's folder")
-    which.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", help="the ensemble of these training runs' networks")
+    p.add_argument("--model", required=True, help="a model folder (with split.json) or a training run's folder")
     p.add_argument("--data", required=True)
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--precision", choices=["float32", "bfloat16"],
@@ -232,24 +226,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-gradcam", action="store_true", help="only the black-out and crop scores")
     p.add_argument("--contact-sheet", action="store_true", help="also draw the lung fields of 48 validation images")
     args = p.parse_args(argv)
-    if args.ensemble:
-        ensemble, split_file = load_ensemble(args.ensemble)
-        predictor, name = Predictor(ensemble, precision=ENSEMBLE_PRECISION, views=[]), "ensemble"
-        training = [training_summary(Path(run_dir)) for run_dir in args.ensemble]
+    folder = resolve_model_folder(args.model)
+    split_file, name, training = folder / SPLIT_NAME, folder.name, training_summary(folder)
+    if source_network_folder(folder) != folder:  # a training run: its network, the image alone
+        network = PneumoniaClassifier.from_pretrained(source_network_folder(folder))
+        predictor = Predictor(network, precision=args.precision or "float32", views=[])
     else:
-        folder = resolve_model_folder(args.model)
-        split_file, name, training = folder / SPLIT_NAME, folder.name, training_summary(folder)
-        if source_network_folder(folder) != folder:  # a training run: its network, the image alone
-            network = PneumoniaClassifier.from_pretrained(source_network_folder(folder))
-            predictor = Predictor(network, precision=args.precision or ENSEMBLE_PRECISION, views=[])
-        else:
-            predictor = Predictor.from_pretrained(folder)
-            if args.precision:
-                predictor = Predictor(predictor.model, precision=args.precision, views=[])
+        predictor = Predictor.from_pretrained(folder)
+        if args.precision:
+            predictor = Predictor(predictor.model, precision=args.precision, views=[])
     config = predictor.config
     images, positive = validation_images(split_file, args.data, config.label_names, config.positive_label)
     scores, details = shortcut_scores(predictor, images, positive, gradcam=not args.no_gradcam)
-    scores["model"] = [str(d) for d in args.ensemble] if args.ensemble else str(args.model)
+    scores["model"] = str(args.model)
     scores["title"] = args.title or name
     scores["training"] = training
     with folder_written_whole(args.output_dir) as out:

@@ -50,9 +50,8 @@ def sharpness_tie(data: str) -> dict[str, float]:
     return result
 
 
-# the table's order: the bundle before this work, the proxies that chose the recipe, the seeds, their ensemble,
-# the student distilled from it and the bundle made of it; anything else after them
-ORDER = ("bundle-before", "proxy-", "seed", "ensemble", "student", "bundle")
+# the table's order: the bundle before this work, the proxies that chose the recipe, then the bundles; anything else after
+ORDER = ("bundle-before", "proxy-", "bundle")
 
 
 def _rank(stem: str) -> tuple[int, str]:
@@ -80,7 +79,7 @@ def row(stem: str, scores: dict, training: dict | None) -> str:
 
 
 def commands_of(scores: dict, training: dict | None) -> list[str]:
-    """The training commands behind a row: its run's, its ensemble members', or an older file's summary's."""
+    """The training commands behind a row: its run's, or an older file's summary's."""
     summaries = scores.get("training")
     summaries = summaries if isinstance(summaries, list) else [summaries] if summaries else []
     return [t["command"] for t in summaries if t and t.get("command")] or ([training["command"]] if training else [])

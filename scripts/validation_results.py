@@ -13,8 +13,7 @@ temperature fitted on those same logits, and the specificity at the threshold th
 sensitivity. The training log's best validation ROC-AUC of the raw weights and of their moving
 average are listed too. `--logged`: a run whose weights were not kept (only its training_log.json),
 given by what the log recorded for its selected epoch (ROC-AUC and calibrated log-loss, computed
-during training in its mixed precision). `--ensemble "LABEL=RUN_DIR,RUN_DIR,..."`: the mean probabilities of
-training runs' networks (`modeling.ensemble`), fp32, the image alone, on their shared split. `--append` keeps the rows already in --output (runs whose folders are
+during training in its mixed precision). `--append` keeps the rows already in --output (runs whose folders are
 gone stay in the table) and adds the new ones after them; every command that wrote rows is kept.
 Only the validation split is read: the test split stays for the final report.
 """
@@ -30,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from modeling import PneumoniaClassifier, Predictor
-from modeling.ensemble import load_ensemble
 from modeling.evaluation import predict_split
 from modeling.files import source_network_folder
 from modeling.calibration import calibrated_log_loss, expected_calibration_error
@@ -78,15 +76,6 @@ def predicted_row(label: str, model_dir: Path, deployed: bool, data: str) -> dic
     return row
 
 
-def ensemble_row(label: str, run_dirs: list[Path], data: str) -> dict:
-    """A row from predicting the shared validation side of an ensemble of training runs' networks."""
-    ensemble, split_file = load_ensemble(run_dirs)
-    predictor = Predictor(ensemble, device="cpu", precision="float32", views=[])
-    labels, logits, _ = predict_split(predictor, data, split_file, "validation")
-    return {"label": label, "model_dir": [str(d) for d in run_dirs], "deployed": False, "ensemble": True,
-            "precision": predictor.precision, "views": 1, **summarise(labels, logits, ensemble.config.positive_index)}
-
-
 def logged_row(label: str, run_dir: Path) -> dict:
     """A row from a training log alone: the selected epoch as it was validated during training."""
     log = json.loads((run_dir / "training_log.json").read_text())
@@ -106,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     # one list, in the order given on the command line: the table's rows keep that order
     for kind, meaning in (("run", "LABEL=MODEL_DIR: the trained network, fp32, one view"),
                           ("deployed", "LABEL=MODEL_DIR: a finalized folder as deployed"),
-                          ("logged", "LABEL=RUN_DIR: a run known by its training_log.json alone"),
-                          ("ensemble", "LABEL=RUN_DIR,RUN_DIR,...: the ensemble of these runs' networks, fp32, one view")):
+                          ("logged", "LABEL=RUN_DIR: a run known by its training_log.json alone")):
         parser.add_argument(f"--{kind}", dest="rows", action="append", default=[], help=meaning,
                             metavar="LABEL=DIR", type=lambda spec, kind=kind: (kind, spec))
     parser.add_argument("--output", type=Path, required=True)
@@ -118,11 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     commands, rows = earlier.get("commands", []), earlier.get("rows", [])
     for kind, spec in args.rows:
         label, folder = spec.split("=", 1)
-        if kind == "ensemble":
-            rows.append(ensemble_row(label, [Path(d) for d in folder.split(",")], args.data))
-        else:
-            rows.append(logged_row(label, Path(folder)) if kind == "logged"
-                        else predicted_row(label, Path(folder), kind == "deployed", args.data))
+        rows.append(logged_row(label, Path(folder)) if kind == "logged"
+                    else predicted_row(label, Path(folder), kind == "deployed", args.data))
         print(rows[-1], flush=True)
     commands.append(shlex.join(["python", "-m", "scripts.validation_results", *(sys.argv[1:] if argv is None else argv)]))
     args.output.write_text(json.dumps({"commands": commands, "rows": rows}, indent=2) + "\n")

@@ -42,18 +42,3 @@ def test_the_table_of_changes_gives_a_rows_shortcut_scores_where_they_were_measu
     assert measured and all(line.endswith(cells) for line in page if any(line.startswith(f"| {m} |") for m in measured))
     assert sum(line.endswith(cells) for line in page) == len(measured)
     assert sum(line.endswith("| - | - |") for line in page) == len(rows) - len(measured)
-
-
-def test_the_ensemble_stands_beside_the_bundle_only_when_it_taught_it(tmp_path, monkeypatch):
-    ensemble = {**json.loads((BUNDLE / "eval" / "metrics.json").read_text()), "model": ["runs/s1", "runs/s2"],
-                "command": "python evaluate.py --ensemble runs/s1 runs/s2 --split test"}
-    monkeypatch.setattr(render_docs, "ENSEMBLE_TEST", tmp_path / "test_metrics.json")
-    render_docs.ENSEMBLE_TEST.write_text(json.dumps(ensemble))
-    student = tmp_path / "student"
-    student.mkdir()
-    for teachers, beside in ((["runs/s1", "runs/s2"], True), (["runs/s1", "runs/s3"], False), (None, False)):
-        (student / "training_log.json").write_text(json.dumps({"args": {"teachers": teachers}}))
-        assert (render_docs.teachers_ensemble(student) is not None) is beside
-    assert render_docs.teachers_ensemble(BUNDLE) is None, "the bundled model was not distilled"
-    section = "\n".join(render_docs.ensemble_section(BUNDLE))
-    assert "not the bundled model's teachers" in section and ensemble["command"] in section

@@ -130,25 +130,6 @@ def test_card_metadata_is_valid_and_matches_metrics(evaluated_model):
     assert float(table.group(2)) == round(metrics["ci95"]["recall"][0], 3)
 
 
-@pytest.mark.slow
-def test_card_of_a_distilled_network_gives_its_teachers_commands_seeds_and_hours(evaluated_model, tmp_path):
-    distilled = tmp_path / "model"
-    shutil.copytree(evaluated_model, distilled)
-    log = json.loads((distilled / "training_log.json").read_text())
-    teacher_command = log["command"].replace("--output-dir", "--seed 11 --output-dir") + " --resume"
-    log["teachers"] = [{"run": f"runs/seed{seed}", "command": teacher_command.replace("11", str(seed)), "seed": seed,
-                        "commit": None, "device": "cpu", "on": "on a 2-core CPU", "hours": hours,
-                        "median_hours": hours - 0.5, "batch_size": 8, "weights_sha256": "0" * 64}
-                       for seed, hours in ((11, 2.25), (12, 2.5))]  # as train.py --teachers records them
-    (distilled / "training_log.json").write_text(json.dumps(log))
-    text = build_card(distilled, REPO_ID, REPO / "model_card.md").text
-    commands = re.search(r"### Reproduce\n.*?```bash\n(.*?)```", text, re.S).group(1).splitlines()
-    assert ["--seed 11" in commands[0], "--seed 12" in commands[1]] == [True, True]
-    assert all("--resume" not in c.split() and "--batch-size 8" in c for c in commands[:2])
-    assert commands[2].startswith("python train.py") and "--seed 1" not in commands[2]
-    assert "distilled" in text and "seeds 11, 12" in text and "4.8 hours of training more" in text
-    assert "2.2 h on a 2-core CPU, 1.8 h at its median epoch times" in " ".join(text.split())
-
 
 def test_training_hours_at_the_median_epoch_leave_out_a_paused_epoch():
     log = {"args": {"image_size": 224}, "history": [

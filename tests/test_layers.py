@@ -15,7 +15,7 @@ LAYERS = [
      "non_xray", "lungs", "worklist", "gate", "gate_negatives", "reference"},
     {"model"},
     {"quantize", "explain", "inference", "evaluation"},
-    {"finalize", "hub", "shortcuts", "gate_training", "ensemble", "lineage"},
+    {"finalize", "hub", "shortcuts", "gate_training", "lineage"},
 ]
 
 
