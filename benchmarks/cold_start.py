@@ -1,13 +1,14 @@
 """The demo's cold start: `python app.py` from process start to its first answer, and what importing costs.
 
     python -m benchmarks.cold_start --label NAME [--model weights/pneumonia-resnet50] [--repeats 5] [--warmup 1]
-                                    [--output docs/cold_start.json]
+                                    [--checkout DIR] [--output docs/cold_start.json]
 
 Each repeat starts `python app.py` as a user does and times it until a `gradio_client` request for one
 example image has come back, after --warmup starts that are not counted (the first start of a server
 compiles an int8 model's graphs and keeps them for the next); apart from that, each repeat times `python -c "import modeling.inference"`.
 Medians over the repeats. Results are appended to --output under --label (one entry per label), so that
-a change to start-up can be shown beside the figures from before it, measured on the same machine.
+a change to start-up can be shown beside the figures from before it, measured on the same machine: --checkout
+times another checkout's app.py and bundle (`git worktree add /tmp/before COMMIT`), so both run in one session.
 Nothing is asserted: the numbers depend on the machine.
 """
 from __future__ import annotations
@@ -25,20 +26,21 @@ from typing import Any, Iterator
 
 from benchmarks.load_test import free_port
 from modeling.files import write_json_atomic
+from modeling.runtime import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"
 
 
 @contextlib.contextmanager
-def started_demo(model: str) -> Iterator[tuple[Any, float]]:
+def started_demo(model: str, checkout: Path = ROOT) -> Iterator[tuple[Any, float]]:
     """`python app.py` started as users start it; yields (a gradio_client on it, seconds from process start until
     its first answer came back), and kills it afterwards."""
     from gradio_client import Client, handle_file
 
     port = free_port()
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py", "--model", model, "--port", str(port)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "app.py", "--model", model, "--port", str(port)], cwd=checkout,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         process.stdout.readline()  # "Demo running at ..." once the server listens
@@ -50,14 +52,14 @@ def started_demo(model: str) -> Iterator[tuple[Any, float]]:
         process.wait()
 
 
-def cold_start_seconds(model: str) -> float:
-    with started_demo(model) as (_, seconds):
+def cold_start_seconds(model: str, checkout: Path = ROOT) -> float:
+    with started_demo(model, checkout) as (_, seconds):
         return seconds
 
 
-def import_seconds(module: str) -> float:
+def import_seconds(module: str, checkout: Path = ROOT) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=checkout, check=True)
     return time.perf_counter() - started
 
 
@@ -69,12 +71,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1,
                         help="starts run first and not counted: they fill the compile caches a server keeps between "
                              "starts (an int8 model's packages) and the operating system's file cache")
+    parser.add_argument("--checkout", type=Path, default=ROOT, help="the checkout whose app.py (and --model) to time")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "cold_start.json")
     args = parser.parse_args()
-    warmup = [cold_start_seconds(args.model) for _ in range(args.warmup)]
-    starts = [cold_start_seconds(args.model) for _ in range(args.repeats)]
-    imports = [import_seconds("modeling.inference") for _ in range(args.repeats)]
-    entry = {"label": args.label, "model": args.model, "repeats": args.repeats,
+    checkout = args.checkout.resolve()
+    warmup = [cold_start_seconds(args.model, checkout) for _ in range(args.warmup)]
+    starts = [cold_start_seconds(args.model, checkout) for _ in range(args.repeats)]
+    imports = [import_seconds("modeling.inference", checkout) for _ in range(args.repeats)]
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=checkout, capture_output=True, text=True)
+    entry = {"label": args.label, "model": args.model, "repeats": args.repeats, "cpu_model": cpu_model(),
+             "commit": commit.stdout.strip() or None,
              "cold_start_to_first_answer_s": statistics.median(starts), "runs_s": starts, "warmup_runs_s": warmup,
              "import_modeling_inference_s": statistics.median(imports),
              "command": shlex.join(["python", "-m", "benchmarks.cold_start", *sys.argv[1:]])}
