@@ -26,6 +26,8 @@ test-time views, on the training split that the run saved:
    learnt this split, is copied in and its threshold goes into config.json. It reads the input image
    only, so `--add-xray-gate` puts one into a finalized folder (rewritten whole) and leaves every other
    file as it was.
+6. the network's own float32 answers on the example X-rays (`reference_outputs.safetensors`), against which
+   loading checks the precision that runs (`modeling.reference`).
 Each artifact records what it was fitted for, and config.json is written last. train.py
 runs this at its end with its own defaults.
 """
@@ -60,7 +62,7 @@ from .evaluation import predict_split, predict_subset
 from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256,
                     folder_written_whole, source_network_folder)
 from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, load_deployed as load_xray_gate
-from .inference import Predictor, default_device, deployment_device
+from .inference import Predictor, deployment_device
 from .reference import REFERENCE_NAME, example_images, write_reference
 from .model import PneumoniaClassifier
 from .ood import NOT_AN_XRAY_FACTOR, OOD_FILE, fit_detector
@@ -71,6 +73,9 @@ from .robustness import PERTURBATIONS
 from .views import DEFAULT_TTA_VIEWS, normalized_views
 
 RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # the run's record, copied into the model folder
+# float32 unless asked: int8 and bf16 kernels are the CPU's, and the same int8 model answers otherwise on an AVX2-only
+# CPU than on one with VNNI (modeling.reference); a bundle's figures must hold on every CPU
+DEFAULT_PRECISION = "float32"
 WEIGHTS_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 VIEW_CHOICES = {"default": list(DEFAULT_TTA_VIEWS), "none": []}
 OOD_GATES = {"as-is": "the training X-rays as they are; 'not a chest X-ray' judged at the network's mid-level stages",
@@ -78,16 +83,11 @@ OOD_GATES = {"as-is": "the training X-rays as they are; 'not a chest X-ray' judg
                           "X-ray' judged at the network's mid-level stages and the thumbnail"}
 
 
-def deployment_precision() -> str:
-    """What to deploy when not told: int8 where finalizing runs on a CPU (its int8 kernels are the CPU's), bf16 on
-    a GPU."""
-    return "int8" if default_device().type == "cpu" else "bfloat16"
-
-
 def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The deployment options, shared with train.py (which finalizes its run at the end)."""
     parser.add_argument(f"--{prefix}precision", choices=["int8", "bfloat16", "float32"], default=None,
-                        help="inference precision to deploy and fit for (default: int8 on a CPU, bfloat16 on a GPU)")
+                        help="inference precision to deploy and fit for (default float32, the one path whose answers are the "
+                             "same on every CPU; int8 and bfloat16 run where their kernels reproduce it, checked at load)")
     parser.add_argument(f"--{prefix}tta", choices=list(VIEW_CHOICES) + ["auto"], default="default",
                         help=f"test-time views: the image as is plus {DEFAULT_TTA_VIEWS} (default), the image alone "
                              "(none), or whichever of the two has the lower calibrated validation log-loss, on average over "
@@ -148,7 +148,7 @@ def _decoded_training_side(config: ModelConfig, data: str, split_file: Path, ima
     return decode_once(train, config, label_mapping(label_names(train), config.label_names))
 
 
-def _int8_calibration(network: PneumoniaClassifier, views: list[dict[str, float]], data: str, split_file: Path,
+def int8_calibration(network: PneumoniaClassifier, views: list[dict[str, float]], data: str, split_file: Path,
                       images: int, batch_size: int = 32) -> tuple[dict[str, torch.Tensor], int]:
     """Activation ranges on `images` training-side images of the saved split, each with the test-time `views`."""
     config = network.config
@@ -219,7 +219,7 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
     to record as how the folder was made."""
     run_dir = Path(run_dir)
     out = Path(output_dir) if output_dir else run_dir / DEPLOYED_DIR
-    precision = precision or deployment_precision()
+    precision = precision or DEFAULT_PRECISION
     started = time.time()
     trained = PneumoniaClassifier.from_pretrained(source_network_folder(run_dir))
     if not (run_dir / SPLIT_NAME).exists():
@@ -247,7 +247,7 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
         # 2. int8: activation ranges
         calibration, quantization = None, {}
         if precision == "int8":
-            calibration, count = _int8_calibration(network, views, data, split_file, int8_images)
+            calibration, count = int8_calibration(network, views, data, split_file, int8_images)
             save_calibration(calibration, folder / CALIBRATION_NAME, file_metadata(fitted_for))
             quantization = {"file": CALIBRATION_NAME, "calibration_images": count,
                             "method": "static PTQ, torchao PT2E X86InductorQuantizer (default config)",

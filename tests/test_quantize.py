@@ -2,6 +2,7 @@
 The int8 path is asked for by name (`precision="int8"`): loading would otherwise run float32 on a CPU whose int8
 kernels do not reproduce the reference outputs (tests/test_reference.py)."""
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from modeling.inference import fast_bf16
 from modeling.config import ConfigError, ModelConfig
 from modeling.evaluation import predict_split
 from modeling.quantize import CALIBRATION_NAME, Int8CalibrationError, Int8Forward
+from modeling import reference as reference_module
 
 from tests.helpers import finalize_cli
 
@@ -93,3 +95,15 @@ def test_one_process_predicts_a_saved_split_in_every_precision(int8_model_dir, s
     assert np.abs(logits["bfloat16"] - logits["float32"]).max() < 0.1 * scale
     assert np.abs(logits["int8"] - logits["float32"]).max() < 0.1 * scale
     assert json.loads((int8_model_dir / "config.json").read_text())["inference"]["precision"] == "int8"
+
+
+def test_an_int8_folder_whose_kernels_disagree_falls_back_to_float32(int8_model_dir, monkeypatch, caplog):
+    # tolerances tighter than int8's rounding and looser than float32's differences between CPUs: the real int8
+    # kernels then disagree on every CPU, and float32 agrees
+    monkeypatch.setattr(reference_module, "TOLERANCE", {"probability": 1e-5, "ood_score": 1e-4, "gate_logit": 1e-4})
+    with caplog.at_level(logging.WARNING, logger="modeling.inference"):
+        predictor = Predictor.from_pretrained(int8_model_dir)
+    assert predictor.config.precision == "int8" and predictor.precision == "float32"
+    assert predictor.reference_check.startswith("int8 disagreed with the reference outputs on this machine")
+    [record] = caplog.records
+    assert "running float32 instead" in record.getMessage() and str(int8_model_dir) not in record.getMessage()
