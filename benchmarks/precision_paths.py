@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,18 +38,17 @@ def cpu_flags() -> list[str]:
 def latency_ms(predictor, repeats: int) -> float:
     import torch
 
+    from benchmarks.run import timed_calls
     from modeling.preprocessing import read_image
 
     pixels = predictor.tensor(read_image(EXAMPLE))
-    times = []
+
+    def predict():
+        logits, features = predictor.logits_and_features(pixels)
+        return predictor.probabilities_from_logits(logits), predictor.verdicts(features)
+
     with torch.inference_mode():
-        for i in range(repeats + 2):
-            started = time.perf_counter()
-            logits, features = predictor.logits_and_features(pixels)
-            predictor.probabilities_from_logits(logits), predictor.verdicts(features)
-            if i >= 2:
-                times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+        return 1000 * statistics.median(timed_calls(predict, repeats))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     deployed = Predictor.from_pretrained(folder, device="cpu")
     reference = load_reference(folder / REFERENCE_NAME)
     calibration = getattr(deployed.forward, "calibration", None)
-    results = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "model": args.model, "command": "python -m benchmarks.precision_paths" + (f" --output {args.output}" if args.output else ""),
+    command = "python -m benchmarks.precision_paths" + (f" --output {args.output}" if args.output else "")
+    results = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "model": args.model, "command": command,
                "deployed": deployed.config.precision, "runs": deployed.precision,
                "reference_check": deployed.reference_check, "views": 1 + len(deployed.views), "paths": {}}
     print(f"{results['cpu_model']} ({', '.join(results['cpu_flags'])}): {deployed.precision} runs: "

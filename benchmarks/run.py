@@ -177,13 +177,8 @@ def measure_inference(variant: str, model_id: str, batch_size: int, repeats: int
     with torch.inference_mode():
         predict()  # the first call compiles, where there is compiling
     first_call_s = time.perf_counter() - started
-    times = []
     with torch.inference_mode():
-        for i in range(repeats + 2):
-            started = time.perf_counter()
-            predict()
-            if i >= 2:
-                times.append(time.perf_counter() - started)
+        times = timed_calls(predict, repeats)
     return {"ms": 1000 * statistics.median(times), "images_per_s": batch_size / statistics.median(times),
             "first_call_s": first_call_s, "precision_run": predictor.precision}  # a bf16 row runs fp32 on AVX2
 
@@ -206,6 +201,7 @@ def run_measurement(kind: str, variant: str, args: argparse.Namespace, tcmalloc:
 # ---------------------------------------------------------------- the demo, evaluate.py
 
 def timed_calls(call, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls, after two warm-up calls that are not counted."""
     times = []
     for i in range(repeats + 2):
         started = time.perf_counter()

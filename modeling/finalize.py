@@ -61,7 +61,7 @@ from .data import DataLoadError, DecodedImages, decode_once, first, label_mappin
 from .evaluation import predict_split, predict_subset
 from .files import (CONFIG_NAME, DEPLOYED_DIR, SPLIT_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256,
                     folder_written_whole, source_network_folder)
-from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, load_deployed as load_xray_gate
+from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, XrayGate, load_deployed as load_xray_gate
 from .inference import Predictor, deployment_device
 from .reference import REFERENCE_NAME, example_images, write_reference
 from .model import PneumoniaClassifier
@@ -108,9 +108,10 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
                              "decides 'not a chest X-ray'")
 
 
-def install_xray_gate(gate_dir: Path, folder: Path) -> dict[str, Any]:
+def install_xray_gate(gate_dir: Path, folder: Path) -> tuple[dict[str, Any], XrayGate]:
     """Copy the gate of `gate_dir` and its record into the model folder being written; returns config.json's
-    `xray_gate` settings. Refused (ModelLoadError) unless the gate learnt the folder's own split."""
+    `xray_gate` settings and the gate as loaded from the folder. Refused (ModelLoadError) unless the gate learnt
+    the folder's own split."""
     gate_dir = Path(gate_dir)
     try:
         report = json.loads((gate_dir / GATE_REPORT_FILE).read_text())
@@ -123,8 +124,7 @@ def install_xray_gate(gate_dir: Path, folder: Path) -> dict[str, Any]:
                 "threshold_rule": report["threshold_rule"], "architecture": report["architecture"],
                 "input_size": report["input_size"], "sources": GATE_SOURCES_FILE, "report": GATE_REPORT_FILE,
                 "trained_by": report["command"]}
-    load_xray_gate(folder, settings, split_fingerprint_of(folder / SPLIT_NAME))
-    return settings
+    return settings, load_xray_gate(folder, settings, split_fingerprint_of(folder / SPLIT_NAME))
 
 
 def add_xray_gate(model_dir: Path, gate_dir: Path, log=print) -> None:
@@ -134,7 +134,7 @@ def add_xray_gate(model_dir: Path, gate_dir: Path, log=print) -> None:
     config = ModelConfig.load(model_dir / CONFIG_NAME)
     with folder_written_whole(model_dir) as folder:
         shutil.copytree(model_dir, folder, dirs_exist_ok=True)
-        settings = install_xray_gate(gate_dir, folder)
+        settings, _ = install_xray_gate(gate_dir, folder)
         replace(config, xray_gate=settings).save(folder / CONFIG_NAME)
     log(f"{model_dir}: chest X-ray gate {settings['architecture']} at {settings['input_size']} px, "
         f"'not a chest X-ray' below logit {settings['threshold']:.3f}")
@@ -291,7 +291,7 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
             f"beyond {NOT_AN_XRAY_FACTOR * ood_threshold:.3f} at {', '.join(stages[i] for i in not_xray_stages)}")
 
         # 5. the chest X-ray gate
-        gate = install_xray_gate(xray_gate, folder) if xray_gate else {}
+        gate, gate_network = install_xray_gate(xray_gate, folder) if xray_gate else ({}, None)
 
         deployed = replace(network.config, precision=precision, tta_views=views, temperature=temperature,
                            threshold=threshold, ood=ood, quantization=quantization, xray_gate=gate,
@@ -299,8 +299,7 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
 
         # 6. the network's own answers on the example X-rays, against which loading checks the precision that runs
         network.config = deployed
-        own = Predictor(network, ood=detector, precision="float32", device="cpu",
-                        xray_gate=load_xray_gate(folder, gate, fitted_for["split_sha256"]) if gate else None)
+        own = Predictor(network, ood=detector, xray_gate=gate_network, precision="float32", device="cpu")
         write_reference(own, example_images(), folder / REFERENCE_NAME, fitted_for)
 
         # config.json, the folder's one description of how it is deployed, last: until it exists nothing loads
