@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from modeling.artifacts import git_commit, split_fingerprint_of
 from modeling.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
+from modeling.trainable import TRAINABLE, freeze, set_train_mode
 from modeling.budget import BudgetState, parse_duration, parse_size_shares
 from modeling.calibration import calibrated_log_loss
 from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -94,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "each image gets one or the other")
     p.add_argument("--augment", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
                    help="training augmentation recipe (modeling.augment; the log records its numbers)")
+    p.add_argument("--train-layers", default="all", choices=TRAINABLE,
+                   help="with --init-from: train the last stage and the head, or the head alone, the rest frozen "
+                        "(last-layer re-training, modeling.trainable)")
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--ema-decay", type=float, default=0.998,
                    help="also keep an exponential moving average of the weights (0: off)")
@@ -152,10 +156,11 @@ def check_init_split(init_split: Path, split_file: str | None) -> str:
 
 
 def measure_step_seconds(model: torch.nn.Module, augment: BatchAugment, batch: dict, shares: list[tuple[int, float]],
-                         accelerator: Accelerator, repeats: int = 2) -> dict[int, float]:
+                         accelerator: Accelerator, train_layers: str, repeats: int = 2) -> dict[int, float]:
     """Seconds per training step (augmentation, forward, backward) at each size, measured on a copy of the network
     so that its weights and batch-norm statistics stay as they are."""
-    probe = copy.deepcopy(accelerator.unwrap_model(model)).train()
+    probe = copy.deepcopy(accelerator.unwrap_model(model))
+    set_train_mode(probe.backbone, train_layers)
     seconds = {}
     for size, _ in shares:
         timings = []
@@ -251,6 +256,8 @@ def main(args: argparse.Namespace) -> None:
     if init is not None:
         model.backbone.load_state_dict(init.backbone.state_dict())
         log(f"continuing the network of {args.init_from}")
+    elif args.train_layers != "all":
+        sys.exit("--train-layers trains part of a network that has learnt the rest: pass --init-from.")
     model = model.to(memory_format=torch.channels_last)
     # mean, std and interpolation as timm defines them for this architecture (its pretrained weights' own)
     data_config = resolve_model_data_config(model.backbone)
@@ -268,7 +275,7 @@ def main(args: argparse.Namespace) -> None:
     train_loader = DataLoader(train_images, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=first)
     val_loader = DataLoader(val_images, batch_size=min(64, args.batch_size), collate_fn=first)
     augment = BatchAugment(config, seed=args.seed, recipe=args.augment)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(freeze(model.backbone, args.train_layers), lr=args.lr, weight_decay=args.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)  # per process
     # warm-up, then cosine to zero, stepped per update: the learning rate is a function of the step alone,
@@ -331,7 +338,8 @@ def main(args: argparse.Namespace) -> None:
                   BudgetState(args.time_budget, args.budget_sizes or [(args.image_size, 1.0)], args.lr,
                               int(args.warmup_epochs * steps_per_epoch)))
         augment.set_epoch(state["epoch"] + 1, accelerator.process_index, accelerator.device)
-        step_seconds = measure_step_seconds(model, augment, next(iter(train_loader)), budget.shares, accelerator)
+        step_seconds = measure_step_seconds(model, augment, next(iter(train_loader)), budget.shares, accelerator,
+                                            args.train_layers)
         validation_seconds = next((r["val_seconds"] for r in reversed(state["history"]) if "val_seconds" in r),
                                   state["start_validation"]["val_seconds"])
         budget.replan(step_seconds, validation_seconds, steps_per_epoch)
@@ -355,7 +363,7 @@ def main(args: argparse.Namespace) -> None:
     for epoch, size, steps in epochs_to_train():
         train_loader.set_epoch(epoch)
         augment.set_epoch(epoch, accelerator.process_index, accelerator.device)
-        model.train()
+        set_train_mode(accelerator.unwrap_model(model).backbone, args.train_layers)
         first_step = budget.steps_done if budget else epoch * steps_per_epoch
         left = f", {(budget.budget_s - budget.spent_s) / 60:.0f} min of budget left" if budget else ""
         bar = tqdm(total=steps * images_per_step, unit="img", unit_scale=True,

@@ -92,7 +92,7 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         training_precision=training_precision(log),
         views=1 + len(config.tta_views), views_choice=config.validation.get("views_choice"), precision=config.precision,
         int8_images=config.quantization.get("calibration_images"),
-        epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
+        epochs=args["epochs"], trained_layers=args.get("train_layers", "all"), lr=args["lr"], weight_decay=args["weight_decay"],
         label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
         select_metric=args.get("select_metric", "roc_auc"), best_epoch=log["best_epoch"],
         val_roc_auc=config.validation.get("roc_auc", float("nan")),

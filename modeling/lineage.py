@@ -11,11 +11,13 @@ from .files import ModelLoadError, resolve_model_folder
 
 def stage_of(log: dict[str, Any]) -> dict[str, Any]:
     """One stage: the command, the recipe, the epochs and sizes, and the training hours on each machine."""
+    from .augment import trained_recipe
     from .hub import epoch_cost, training_precision  # the one reader of what a log's epochs cost
 
     cost = epoch_cost(log)
     return {"command": log.get("command"), "commit": log.get("commit"), "init_from": log.get("init_from"),
-            "recipe": (log.get("augmentation") or {}).get("recipe", "acquisition"),
+            "recipe": trained_recipe(log),
+            "trained_layers": log["args"].get("train_layers", "all"),
             "epochs": log["args"]["epochs"], "size_schedule": log["args"].get("size_schedule"),
             "time_budget_s": log["args"].get("time_budget"), "hours": cost["hours"], "on": cost["on"],
             "precision": training_precision(log)}

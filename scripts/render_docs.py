@@ -23,6 +23,7 @@ from evaluate import format_ood, format_robustness, format_table
 from modeling.augment import describe as describe_augmentation, trained_recipe
 from modeling.config import ModelConfig
 from modeling.hub import epoch_cost, reproduction_commands
+from modeling.lineage import stage_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -300,14 +301,15 @@ def changes_section() -> list[str]:
     return lines
 
 
+def layers(stage: dict) -> str:
+    trained = stage.get("trained_layers", "all")
+    return "" if trained == "all" else f" ({trained} trained, the rest frozen)"
+
+
 def windows_section(model_dir: Path) -> list[str]:
     """The bundled network's stages, the replacement rule's decisions, and each bundle's test figures."""
     log = json.loads((model_dir / "training_log.json").read_text())
-    cost = epoch_cost(log)
-    stages = [*(log.get("lineage") or []),
-              {"epochs": log["args"]["epochs"], "size_schedule": log["args"].get("size_schedule"),
-               "recipe": trained_recipe(log), "hours": cost["hours"], "on": cost["on"],
-               "time_budget_s": log["args"].get("time_budget"), "command": log.get("command")}]
+    stages = [*(log.get("lineage") or []), stage_of(log)]
     lines = ["## Training windows and the replacement rule", "",
              "Training happens in windows of a few hours on whatever machine a session gets: each window continues the "
              "bundled network within a time budget (`bash scripts/make_bundle.sh BUDGET`), finalizes and scores the "
@@ -319,7 +321,7 @@ def windows_section(model_dir: Path) -> list[str]:
     for number, stage in enumerate(stages, 1):
         sizes = ", ".join(f"{size} px x {count}" for size, count in stage.get("size_schedule") or [])
         budget = f"{stage['time_budget_s'] / 3600:.2f} h" if stage.get("time_budget_s") else "-"
-        lines.append(f"| {number} | {stage['epochs']}{f' ({sizes})' if sizes else ''} | {stage['recipe']} | {budget} | "
+        lines.append(f"| {number} | {stage['epochs']}{f' ({sizes})' if sizes else ''} | {stage['recipe']}{layers(stage)} | {budget} | "
                      f"{stage['hours']:.1f} {stage['on']} | `{stage['command']}` |")
     for path in sorted((DOCS / "bundle_history").glob("*.decision.json")):
         decision = json.loads(path.read_text())
