@@ -123,9 +123,12 @@ SHORTCUT_BREAKING = replace(ACQUISITION, crop_area=(0.55, 1.0), frame_probabilit
 # and the thorax alone decides: the changes the shortcut scores measure, learnt as invariances (not as an inference
 # step, which would rest on lung fields that are found in only three validation images of four)
 THORAX = replace(SHORTCUT_BREAKING, thorax_black_probability=0.25, thorax_crop_probability=0.25)
+# the bundled network's own recipe with the thorax changes, a third each as is, black outside and cropped: for
+# retraining its last layers (train.py --train-layers), so that they meet its familiar images and the changes alone
+ACQUISITION_THORAX = replace(ACQUISITION, thorax_black_probability=1 / 3, thorax_crop_probability=1 / 3)
 FRAMING_ONLY = replace(ACQUISITION, crop_area=(0.55, 1.0), frame_probability=0.5, marker_probability=0.5)
 RECIPES = {"acquisition": ACQUISITION, "framing": FRAMING_ONLY, "shortcut-breaking": SHORTCUT_BREAKING,
-           "thorax": THORAX}
+           "thorax": THORAX, "acquisition-thorax": ACQUISITION_THORAX}
 DEFAULT_RECIPE = "shortcut-breaking"
 
 

@@ -7,10 +7,10 @@
 #   bash scripts/make_bundle.sh BUDGET status        what is done, and where training stands
 #
 # The run continues weights/pneumonia-resnet50 (train.py --init-from) on its own split, with the epochs planned to
-# fit BUDGET on the machine at hand (train.py --time-budget). It retrains the last stage and the head on
-# shortcut-broken images, the rest frozen (--train-layers last-stage): whole-network runs on the thorax recipe
-# raised the validation log-loss at either learning rate tried (docs/experiments.md), and this is the cheap step
-# that keeps the features the bundle has. Every stage writes its own files under
+# fit BUDGET on the machine at hand (train.py --time-budget). It retrains the head on the bundle's own
+# augmentation with the thorax changes, the rest frozen (--train-layers head): whole-network runs on the thorax
+# recipe raised the validation log-loss at either learning rate tried, and so did the last stage, and this cheapest
+# step keeps the features and batch-norm statistics the bundle has. Every stage writes its own files under
 # $RUN and is skipped once they exist; training resumes from its last checkpoint, so a stopped window goes on where
 # it stopped and still ends on time. The rule (scripts/publish_bundle.py, `replaces`) reads validation and the
 # shortcut scores only; the test split is evaluated for a candidate the rule chose, once, and reported whatever it
@@ -32,7 +32,7 @@ train() {
     [ -f "$RUN/training_log.json" ] && return
     step "training $RUN from $BUNDLED for $BUDGET"
     python train.py --data "$DATA" --output-dir "$RUN" --init-from "$BUNDLED" --time-budget "$BUDGET" \
-        --train-layers last-stage --budget-sizes 224:1 --augment thorax --lr 2e-4 --warmup-epochs 0.3 \
+        --train-layers head --budget-sizes 224:1 --augment acquisition-thorax --lr 1e-3 --warmup-epochs 0.3 \
         --resume --no-finalize
 }
 
