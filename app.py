@@ -26,27 +26,26 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from modeling.runtime import use_tcmalloc  # noqa: E402
+from modeling.runtime.host import use_tcmalloc  # noqa: E402
 
 if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+    use_tcmalloc()  # before torch is imported (see modeling/runtime/host.py)
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from gradio.utils import NamedString  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from gradio.utils import NamedString  # noqa: E402
-
 from modeling import ImageLoadError, ModelLoadError, Predictor, read_image, to_rgb  # noqa: E402
-from modeling.display import overlay, preview  # noqa: E402
-from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
-from modeling.worklist import UNREADABLE, Entry, make_entry, sort_key  # noqa: E402
+from modeling.runtime.display import overlay, preview  # noqa: E402
+from modeling.runtime.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
+from modeling.runtime.worklist import UNREADABLE, Entry, make_entry, sort_key  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
 EXAMPLES = sorted((HERE / "examples").glob("*.jpeg"))
 DEFAULT_CACHE_MINUTES = 10.0
-# compiled int8 graphs, kept between starts (a local compile cache, like Inductor's; see modeling/quantize.py)
+# compiled int8 graphs, kept between starts (a local compile cache, like Inductor's; see modeling/runtime/quantize.py)
 INT8_PACKAGES = Path(os.environ.get("PNEUMONIA_CACHE") or Path.home() / ".cache" / "pneumonia-xray") / "int8"
 LARGE_IMAGE_BYTES = 20_000_000  # uploads above this are decoded one at a time (bounded memory)
 DISCLAIMER = ("**Research aid, not a diagnosis.** Trained on X-rays of children aged one to five from one "
@@ -69,7 +68,7 @@ def decision_text(p_positive: float, threshold: float) -> str:
 
 
 def operating_point_text(config, threshold: float) -> str:
-    """What the threshold meant on validation (the curve stored in config.json by modeling.finalize)."""
+    """What the threshold meant on validation (the curve stored in config.json by modeling.training.finalize)."""
     curve = config.validation.get("curve")
     if not curve:
         return "This model carries no validation results for its thresholds."

@@ -17,27 +17,41 @@ import shlex
 import sys
 from pathlib import Path
 
-from modeling.runtime import use_tcmalloc
+from modeling.runtime.host import use_tcmalloc
 
 if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+    use_tcmalloc()  # before torch is imported (see modeling/runtime/host.py)
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from modeling.calibration import expected_calibration_error
-from modeling.data import (DataLoadError, attach_transform, drop_unreadable, image_name, label_mapping, label_names,
-                           load_data, saved_split)
-from modeling.files import SPLIT_NAME, ModelLoadError, folder_written_whole, resolve_model_folder, write_json_atomic
-from modeling.inference import Predictor, describe_device
-from modeling.metrics import RATES, binary_metrics, bootstrap_ci
-from modeling.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
-from modeling.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
-from modeling.preprocessing import ImageLoadError, read_image
-from modeling.probability import log_loss
-from modeling.robustness import PERTURBATIONS
+from modeling.analysis.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
+from modeling.runtime.files import (
+    SPLIT_NAME,
+    ModelLoadError,
+    folder_written_whole,
+    resolve_model_folder,
+    write_json_atomic,
+)
+from modeling.runtime.inference import Predictor, describe_device
+from modeling.runtime.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
+from modeling.runtime.preprocessing import ImageLoadError, read_image
+from modeling.runtime.probability import log_loss
+from modeling.training.calibration import expected_calibration_error
+from modeling.training.data import (
+    DataLoadError,
+    attach_transform,
+    drop_unreadable,
+    image_name,
+    label_mapping,
+    label_names,
+    load_data,
+    saved_split,
+)
+from modeling.training.metrics import RATES, binary_metrics, bootstrap_ci
+from modeling.training.robustness import PERTURBATIONS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--ood-images", type=Path, action="append", default=[],
-                   help="folder of images that are not chest X-rays (python -m modeling.non_xray DIR); repeatable")
+                   help="folder of images that are not chest X-rays (python -m modeling.gate_training.non_xray DIR); repeatable")
     p.add_argument("--other-xrays", type=Path, action="append", default=[],
                    help="folder of chest X-rays from other sources, reported separately; repeatable")
     p.add_argument("--robustness", action="store_true", help="also evaluate under mild image changes")
@@ -206,7 +220,7 @@ def format_ood(report: dict) -> str:
 
 
 def robustness_report(predictor: Predictor, split, to_model, accelerator, args) -> dict:
-    """Test metrics at the operating threshold under each perturbation in `modeling.robustness`."""
+    """Test metrics at the operating threshold under each perturbation in `modeling.training.robustness`."""
     report = {}
     config = predictor.config
     for name, perturb in PERTURBATIONS.items():

@@ -6,7 +6,7 @@
     python predict.py hf-vision/chest-xray-pneumonia --split test --output worklist.csv
     accelerate launch --num_processes 8 predict.py ARCHIVE_DIR --output worklist.csv   # 8 GPUs (or CPU processes)
 
-One row per file, in the demo's worklist order (`modeling.worklist`): highest P(pneumonia) first, then the
+One row per file, in the demo's worklist order (`modeling.runtime.worklist`): highest P(pneumonia) first, then the
 images unlike the training X-rays, then those that are not chest X-rays, then the files that could not be read,
 each with its reason. Columns: rank, path (below the input root), p_pneumonia, decision (at the model's
 threshold or --threshold), verdict, result (the demo's wording), and for DICOM the study and series UIDs.
@@ -34,23 +34,30 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from modeling.runtime import use_tcmalloc
+from modeling.runtime.host import use_tcmalloc
 
 if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime.py)
+    use_tcmalloc()  # before torch is imported (see modeling/runtime/host.py)
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from modeling.display import overlay, preview
-from modeling.files import (CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256, looks_like_path,
-                            resolve_model_folder, write_json_atomic)
-from modeling.inference import Predictor
-from modeling.ood import NOT_AN_XRAY
-from modeling.preprocessing import ImageLoadError, dicom_identifiers, read_image, to_rgb
-from modeling.worklist import UNREADABLE, Entry, make_entry, sort_key
+from modeling.runtime.display import overlay, preview
+from modeling.runtime.files import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ModelLoadError,
+    file_sha256,
+    looks_like_path,
+    resolve_model_folder,
+    write_json_atomic,
+)
+from modeling.runtime.inference import Predictor
+from modeling.runtime.ood import NOT_AN_XRAY
+from modeling.runtime.preprocessing import ImageLoadError, dicom_identifiers, read_image, to_rgb
+from modeling.runtime.worklist import UNREADABLE, Entry, make_entry, sort_key
 
 SKIPPED_NAMES = {"DICOMDIR", "Thumbs.db"}  # what an archive holds beside its images
 COLUMNS = ["rank", "path", "p_pneumonia", "decision", "verdict", "result", "study_instance_uid", "series_instance_uid"]
@@ -111,7 +118,8 @@ def list_inputs(source: str, split: str) -> tuple[Iterable[Item], Optional[int],
 
 
 def _hub_dataset(source: str, split: str):
-    from datasets import Image as ImageFeature, load_dataset
+    from datasets import Image as ImageFeature
+    from datasets import load_dataset
     try:
         dataset = load_dataset(source, split=split)
     except Exception as error:  # noqa: BLE001 - offline and auth failures come as many types

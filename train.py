@@ -6,7 +6,7 @@
     torchrun --nproc_per_node 2 train.py --data ... --output-dir ...                     # many CPU processes
 
 The output folder holds trained/ (the network the run keeps: its final moving average by default),
-model/ (the deployable folder that `modeling.finalize` makes from it: temperature, threshold,
+model/ (the deployable folder that `modeling.training.finalize` makes from it: temperature, threshold,
 out-of-distribution detector and, on a CPU, int8 calibration, all fitted on validation for the
 deployed precision and views; --finalize-* options), training_log.json (the training history),
 data_report.json, split.json and checkpoints/ for --resume. Batch size and learning rate default to
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from modeling.runtime import tcmalloc_active, use_tcmalloc
+from modeling.runtime.host import tcmalloc_active, use_tcmalloc
 
 if __name__ == "__main__":
     use_tcmalloc()  # before torch is imported, so that re-executing under tcmalloc costs no second import
@@ -32,29 +32,46 @@ if __name__ == "__main__":
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
-from torch.utils.data import DataLoader
 from timm.data import Mixup, resolve_model_data_config
 from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from modeling.artifacts import git_commit, split_fingerprint_of
-from modeling.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
-from modeling.trainable import TRAINABLE, freeze, set_train_mode
-from modeling.budget import BudgetState, parse_duration, parse_size_shares
-from modeling.calibration import calibrated_log_loss
-from modeling.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
-from modeling.config import ModelConfig
-from modeling.data import (BalancedSampler, DataLoadError, DecodedImages, decode_once, drop_unreadable, first,
-                           label_mapping, label_names, load_data, make_train_val, with_thorax_boxes)
-from modeling.files import TRAINED_DIR, ModelLoadError, folder_written_whole, resolve_model_folder, write_json_atomic
-from modeling.lineage import lineage_of
-from modeling.finalize import add_arguments as add_finalize_arguments, finalize
-from modeling.inference import Predictor, default_device, describe_device, fast_bf16
-from modeling.metrics import binary_metrics, threshold_for_sensitivity
-from modeling.probability import positive_probs
-from modeling.model import PneumoniaClassifier
+from modeling.runtime.artifacts import git_commit, split_fingerprint_of
+from modeling.runtime.config import ModelConfig
+from modeling.runtime.files import (
+    TRAINED_DIR,
+    ModelLoadError,
+    folder_written_whole,
+    resolve_model_folder,
+    write_json_atomic,
+)
+from modeling.runtime.inference import Predictor, default_device, describe_device, fast_bf16
+from modeling.runtime.model import PneumoniaClassifier
+from modeling.runtime.probability import positive_probs
+from modeling.training.augment import DEFAULT_RECIPE, RECIPES, BatchAugment
+from modeling.training.budget import BudgetState, parse_duration, parse_size_shares
+from modeling.training.calibration import calibrated_log_loss
+from modeling.training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from modeling.training.data import (
+    BalancedSampler,
+    DataLoadError,
+    DecodedImages,
+    decode_once,
+    drop_unreadable,
+    first,
+    label_mapping,
+    label_names,
+    load_data,
+    make_train_val,
+    with_thorax_boxes,
+)
+from modeling.training.finalize import add_arguments as add_finalize_arguments
+from modeling.training.finalize import finalize
+from modeling.training.metrics import binary_metrics, threshold_for_sensitivity
+from modeling.training.run_log import lineage_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "carries its lineage")
     p.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
                    help="train for this long (2h, 90m, 1h30m) on the machine at hand: the epochs and their sizes are "
-                        "planned from the measured throughput (modeling.budget); --epochs and --size-schedule are "
+                        "planned from the measured throughput (modeling.training.budget); --epochs and --size-schedule are "
                         "then ignored")
     p.add_argument("--budget-sizes", type=parse_size_shares, default=None, metavar="SIZE:SHARE,...",
                    help="with --time-budget: training sizes, smallest first, and their shares of the budget "
@@ -94,10 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cutmix: paste a patch of another image, labels weighted by area (0: off); with --mixup, "
                         "each image gets one or the other")
     p.add_argument("--augment", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
-                   help="training augmentation recipe (modeling.augment; the log records its numbers)")
-    p.add_argument("--train-layers", default="all", choices=TRAINABLE,
-                   help="with --init-from: train the last stage and the head, or the head alone, the rest frozen "
-                        "(last-layer re-training, modeling.trainable)")
+                   help="training augmentation recipe (modeling.training.augment; the log records its numbers)")
     p.add_argument("--drop-rate", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--ema-decay", type=float, default=0.998,
                    help="also keep an exponential moving average of the weights (0: off)")
@@ -114,8 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--no-finalize", action="store_true", help="stop after training (finalize later with modeling.finalize)")
-    finalize_options = p.add_argument_group("finalize", "how the run is finalized at the end (modeling.finalize)")
+    p.add_argument("--no-finalize", action="store_true", help="stop after training (finalize later with modeling.training.finalize)")
+    finalize_options = p.add_argument_group("finalize", "how the run is finalized at the end (modeling.training.finalize)")
     add_finalize_arguments(finalize_options, prefix="finalize-")
     return p.parse_args(argv)
 
@@ -156,11 +170,10 @@ def check_init_split(init_split: Path, split_file: str | None) -> str:
 
 
 def measure_step_seconds(model: torch.nn.Module, augment: BatchAugment, batch: dict, shares: list[tuple[int, float]],
-                         accelerator: Accelerator, train_layers: str, repeats: int = 2) -> dict[int, float]:
+                         accelerator: Accelerator, repeats: int = 2) -> dict[int, float]:
     """Seconds per training step (augmentation, forward, backward) at each size, measured on a copy of the network
     so that its weights and batch-norm statistics stay as they are."""
-    probe = copy.deepcopy(accelerator.unwrap_model(model))
-    set_train_mode(probe.backbone, train_layers)
+    probe = copy.deepcopy(accelerator.unwrap_model(model)).train()
     seconds = {}
     for size, _ in shares:
         timings = []
@@ -256,8 +269,6 @@ def main(args: argparse.Namespace) -> None:
     if init is not None:
         model.backbone.load_state_dict(init.backbone.state_dict())
         log(f"continuing the network of {args.init_from}")
-    elif args.train_layers != "all":
-        sys.exit("--train-layers trains part of a network that has learnt the rest: pass --init-from.")
     model = model.to(memory_format=torch.channels_last)
     # mean, std and interpolation as timm defines them for this architecture (its pretrained weights' own)
     data_config = resolve_model_data_config(model.backbone)
@@ -275,7 +286,7 @@ def main(args: argparse.Namespace) -> None:
     train_loader = DataLoader(train_images, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=first)
     val_loader = DataLoader(val_images, batch_size=min(64, args.batch_size), collate_fn=first)
     augment = BatchAugment(config, seed=args.seed, recipe=args.augment)
-    optimizer = torch.optim.AdamW(freeze(model.backbone, args.train_layers), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)  # per process
     # warm-up, then cosine to zero, stepped per update: the learning rate is a function of the step alone,
@@ -338,8 +349,7 @@ def main(args: argparse.Namespace) -> None:
                   BudgetState(args.time_budget, args.budget_sizes or [(args.image_size, 1.0)], args.lr,
                               int(args.warmup_epochs * steps_per_epoch)))
         augment.set_epoch(state["epoch"] + 1, accelerator.process_index, accelerator.device)
-        step_seconds = measure_step_seconds(model, augment, next(iter(train_loader)), budget.shares, accelerator,
-                                            args.train_layers)
+        step_seconds = measure_step_seconds(model, augment, next(iter(train_loader)), budget.shares, accelerator)
         validation_seconds = next((r["val_seconds"] for r in reversed(state["history"]) if "val_seconds" in r),
                                   state["start_validation"]["val_seconds"])
         budget.replan(step_seconds, validation_seconds, steps_per_epoch)
@@ -363,7 +373,7 @@ def main(args: argparse.Namespace) -> None:
     for epoch, size, steps in epochs_to_train():
         train_loader.set_epoch(epoch)
         augment.set_epoch(epoch, accelerator.process_index, accelerator.device)
-        set_train_mode(accelerator.unwrap_model(model).backbone, args.train_layers)
+        model.train()
         first_step = budget.steps_done if budget else epoch * steps_per_epoch
         left = f", {(budget.budget_s - budget.spent_s) / 60:.0f} min of budget left" if budget else ""
         bar = tqdm(total=steps * images_per_step, unit="img", unit_scale=True,
@@ -431,7 +441,7 @@ def main(args: argparse.Namespace) -> None:
         args.size_schedule = [[s, trained_sizes.count(s)] for s in sorted(set(trained_sizes))]
 
 
-    # --- the training history, then the deployable folder (fitted on validation by modeling.finalize)
+    # --- the training history, then the deployable folder (fitted on validation by modeling.training.finalize)
     command = shlex.join(["python", *sys.argv])
     if accelerator.is_main_process:
         write_json_atomic(out / "training_log.json", {"command": command,

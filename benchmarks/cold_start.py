@@ -5,7 +5,7 @@
 
 Each repeat starts `python app.py` as a user does and times it until a `gradio_client` request for one
 example image has come back, after --warmup starts that are not counted (the first start of a server
-compiles an int8 model's graphs and keeps them for the next); apart from that, each repeat times `python -c "import modeling.inference"`.
+compiles an int8 model's graphs and keeps them for the next); apart from that, each repeat times `python -c "import modeling.runtime.inference"`.
 Medians over the repeats. Results are appended to --output under --label (one entry per label), so that
 a change to start-up can be shown beside the figures from before it, measured on the same machine: --checkout
 times another checkout's app.py and bundle (`git worktree add /tmp/before COMMIT`), so both run in one session.
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from benchmarks.load_test import free_port
-from modeling.files import write_json_atomic
-from modeling.runtime import cpu_model
+from modeling.runtime.files import write_json_atomic
+from modeling.runtime.host import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"
@@ -77,7 +77,7 @@ def main() -> None:
     checkout = args.checkout.resolve()
     warmup = [cold_start_seconds(args.model, checkout) for _ in range(args.warmup)]
     starts = [cold_start_seconds(args.model, checkout) for _ in range(args.repeats)]
-    imports = [import_seconds("modeling.inference", checkout) for _ in range(args.repeats)]
+    imports = [import_seconds("modeling.runtime.inference", checkout) for _ in range(args.repeats)]
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=checkout, capture_output=True, text=True)
     entry = {"label": args.label, "model": args.model, "repeats": args.repeats, "cpu_model": cpu_model(),
              "commit": commit.stdout.strip() or None,

@@ -34,7 +34,7 @@ from gradio_client import Client, handle_file
 ROOT = Path(__file__).resolve().parents[1]
 
 from modeling import Predictor, read_image
-from modeling.ood import NOT_AN_XRAY
+from modeling.runtime.ood import NOT_AN_XRAY
 
 IMAGES = sorted((ROOT / "examples").glob("*.jpeg")) + sorted((ROOT / "tests" / "data" / "kermany" / "test").glob("*/*"))[:12]
 IMAGES.insert(3, Path(gradio.__file__).parent / "media_assets" / "images" / "lion.jpg")  # a photo: no assessment

@@ -5,10 +5,10 @@ what does one image cost as the demo runs it?
                                          [--output docs/precision_paths.json]
 
 For float32, bfloat16 and int8: the largest miss against the folder's reference_outputs.safetensors
-(`modeling.reference`; none where the path agrees), and the batch-1 latency of one example image with the folder's
+(`modeling.runtime.reference`; none where the path agrees), and the batch-1 latency of one example image with the folder's
 test-time views, out-of-distribution detector and chest X-ray gate, the median of --repeats calls after two
 warm-up calls, beside float32's in the same run. Where the folder deploys no int8, int8 is calibrated as
-`modeling.finalize --precision int8` calibrates it (--int8-images training images, with the views). Also: the CPU,
+`modeling.training.finalize --precision int8` calibrates it (--int8-images training images, with the views). Also: the CPU,
 its instruction sets, and which path the folder's own load-time check chose here. Nothing is asserted: the
 numbers depend on the machine, which is the point.
 """
@@ -39,7 +39,7 @@ def latency_ms(predictor, repeats: int) -> float:
     import torch
 
     from benchmarks.run import timed_calls
-    from modeling.preprocessing import read_image
+    from modeling.runtime.preprocessing import read_image
 
     pixels = predictor.tensor(read_image(EXAMPLE))
 
@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> None:
                         "(this CPU's replaces its earlier one; docs/speed.md is rendered from it)")
     args = parser.parse_args(argv)
 
-    from modeling.files import SPLIT_NAME, resolve_model_folder, write_json_atomic
-    from modeling.finalize import int8_calibration
-    from modeling.inference import Predictor
-    from modeling.reference import REFERENCE_NAME, disagreement, load_reference
-    from modeling.runtime import cpu_model
+    from modeling.runtime.files import SPLIT_NAME, resolve_model_folder, write_json_atomic
+    from modeling.runtime.host import cpu_model
+    from modeling.runtime.inference import Predictor
+    from modeling.runtime.reference import REFERENCE_NAME, disagreement, load_reference
+    from modeling.training.finalize import int8_calibration
 
     folder = resolve_model_folder(args.model)
     deployed = Predictor.from_pretrained(folder, device="cpu")

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from modeling.files import write_json_atomic
+from modeling.runtime.files import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 

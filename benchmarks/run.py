@@ -14,7 +14,7 @@
 - inference of the network (one view per image), batch-1 latency and batch-32 throughput, the
   same way: fp32 eager baseline; + bf16 and channels_last; + tcmalloc; + torch.compile with
   freezing (`app.py --compile`); int8 static quantization compiled by Inductor (what an int8
-  model such as the bundled one runs, `modeling.quantize`); and, at batch 1, the bundled model
+  model such as the bundled one runs, `modeling.runtime.quantize`); and, at batch 1, the bundled model
   exactly as its config.json asks (precision and test-time views), which the demo is compared to;
 - the demo: `python app.py` from cold start to its first answer, then its warm latency through
   gradio_client (p50, p95) with and without the heatmap, and without it from a client made with
@@ -58,9 +58,9 @@ INFERENCE_VARIANTS = {
     "bf16": "+ bf16 autocast, channels_last",
     "tcmalloc": "+ tcmalloc",
     "compile": "+ torch.compile with freezing (`app.py --compile`, bf16 models)",
-    "int8": "int8 static quantization, compiled (modeling.quantize, calibrated by modeling.finalize), tcmalloc",
+    "int8": "int8 static quantization, compiled (modeling.runtime.quantize, calibrated by modeling.training.finalize), tcmalloc",
     "app": "the bundled model as config.json asks (precision, test-time views, chest X-ray gate), tcmalloc",
-    "gate": "of which the chest X-ray gate (modeling.gate), tcmalloc",
+    "gate": "of which the chest X-ray gate (modeling.runtime.gate), tcmalloc",
 }
 BATCH1_ONLY = ("app", "gate")
 EXAMPLE = ROOT / "examples" / "pneumonia-person1_virus_6.jpeg"
@@ -76,8 +76,16 @@ def measure_training(variant: str, model_id: str, data: str, batch_size: int, st
     from torchvision.transforms import v2
 
     from modeling import PneumoniaClassifier
-    from modeling.augment import BatchAugment
-    from modeling.data import BalancedSampler, DecodedImages, decode_once, first, label_mapping, label_names, load_data
+    from modeling.training.augment import BatchAugment
+    from modeling.training.data import (
+        BalancedSampler,
+        DecodedImages,
+        decode_once,
+        first,
+        label_mapping,
+        label_names,
+        load_data,
+    )
 
     config = PneumoniaClassifier.from_pretrained(model_id).config
     optimised = variant not in ("baseline", "network_fp32")
@@ -184,7 +192,7 @@ def measure_inference(variant: str, model_id: str, batch_size: int, repeats: int
 
 
 def run_measurement(kind: str, variant: str, args: argparse.Namespace, tcmalloc: bool) -> dict:
-    from modeling.runtime import find_tcmalloc
+    from modeling.runtime.host import find_tcmalloc
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"} | {"PNEUMONIA_NO_TCMALLOC": "1"}
     if tcmalloc and find_tcmalloc():
         env["LD_PRELOAD"] = find_tcmalloc()
@@ -299,8 +307,8 @@ def main() -> None:
 
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
-    from modeling.inference import fast_bf16
-    from modeling.runtime import cpu_model
+    from modeling.runtime.host import cpu_model
+    from modeling.runtime.inference import fast_bf16
     # the bf16 rows depend on the CPU more than anything: fast only where oneDNN has bf16 kernels
     results: dict = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
                      "fast_bf16": fast_bf16(torch.device("cpu")), "training": {}, "inference": {}}

@@ -4,7 +4,7 @@
     predictor = Predictor.from_pretrained("weights/pneumonia-resnet50")   # or a Hub id
     analysis = predictor.analyse([load_rgb("xray.png")])
 
-Names are imported on first use, so that `modeling.runtime` can run before torch is loaded.
+Names are imported on first use, so that `modeling.runtime.host` can run before torch is loaded.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ConfigError": ".config", "ModelConfig": ".config",
-    "ModelLoadError": ".files", "PneumoniaClassifier": ".model", "Predictor": ".inference",
-    "ImageLoadError": ".preprocessing", "eval_transform": ".preprocessing", "load_rgb": ".preprocessing",
-    "normalize": ".preprocessing", "read_image": ".preprocessing", "to_rgb": ".preprocessing",
+    "ConfigError": ".runtime.config", "ModelConfig": ".runtime.config",
+    "ModelLoadError": ".runtime.files", "PneumoniaClassifier": ".runtime.model", "Predictor": ".runtime.inference",
+    "ImageLoadError": ".runtime.preprocessing", "eval_transform": ".runtime.preprocessing", "load_rgb": ".runtime.preprocessing",
+    "normalize": ".runtime.preprocessing", "read_image": ".runtime.preprocessing", "to_rgb": ".runtime.preprocessing",
 }
 __all__ = sorted(_EXPORTS)
 

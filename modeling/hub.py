@@ -14,20 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
-from .augment import describe as describe_augmentation, trained_recipe
-from .calibration import THRESHOLD_RULES
-from .config import ModelConfig
-from .gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE
-from .metrics import RATES
-from .reference import REFERENCE_NAME
+from .runtime.config import ModelConfig
+from .runtime.gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE
+from .runtime.reference import REFERENCE_NAME
+from .training.augment import describe as describe_augmentation
+from .training.augment import trained_recipe
+from .training.calibration import THRESHOLD_RULES
+from .training.metrics import RATES
+from .training.run_log import epoch_cost, training_precision
 
+FINALIZE_COMMAND = re.compile(r"python -m modeling\.(training\.)?finalize ")  # folders finalized before the move
 CARD_TEMPLATE = Path("model_card.md")  # the project's template, as the commands below are run from its root
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
 MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "int8-calibration.safetensors", "README.md",
@@ -35,7 +37,8 @@ MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "int8-cali
                "validation_thresholds.json", "eval/metrics.json", "eval/roc.png",
                "eval/pr.png", "eval/confusion_matrix.png", "eval/reliability.png", "eval/predictions.csv",
                GATE_FILE, GATE_SOURCES_FILE, GATE_REPORT_FILE, "xray_gate_eval/report.json", "xray_gate_eval/mistakes.png"]
-SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/*.py", "examples/*"]
+# the Space runs app.py on the runtime alone: what training, the gate's negatives and analysis need stays out
+SPACE_PATTERNS = ["app.py", "requirements.txt", "README.md", "modeling/__init__.py", "modeling/runtime/*.py", "examples/*"]
 CARD_METRICS = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc")
 
 
@@ -92,7 +95,7 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         training_precision=training_precision(log),
         views=1 + len(config.tta_views), views_choice=config.validation.get("views_choice"), precision=config.precision,
         int8_images=config.quantization.get("calibration_images"),
-        epochs=args["epochs"], trained_layers=args.get("train_layers", "all"), lr=args["lr"], weight_decay=args["weight_decay"],
+        epochs=args["epochs"], lr=args["lr"], weight_decay=args["weight_decay"],
         label_smoothing=args["label_smoothing"], drop_rate=args["drop_rate"], image_size=config.image_size,
         select_metric=args.get("select_metric", "roc_auc"), best_epoch=log["best_epoch"],
         val_roc_auc=config.validation.get("roc_auc", float("nan")),
@@ -116,7 +119,7 @@ def gate_card_context(model_dir: Path, config: ModelConfig) -> dict[str, Any] | 
         return None
     evaluation = model_dir / "xray_gate_eval" / "report.json"
     return {"settings": config.xray_gate, "report": _read_json(model_dir / config.xray_gate["report"],
-                                                                 "it is written by python -m modeling.gate_training"),
+                                                                 "it is written by python -m modeling.gate_training.train"),
             "evaluation": json.loads(evaluation.read_text()) if evaluation.exists() else None}
 
 
@@ -127,53 +130,12 @@ def reproduction_commands(log: dict[str, Any], config: ModelConfig) -> list[str]
     recorded in config.json."""
     finalized_by = config.validation.get("finalized_by", "")
     return [_pinned(log.get("command") or train_command(log["args"]), log["args"]["batch_size"]),
-            *([finalized_by] if finalized_by.startswith("python -m modeling.finalize") else [])]
+            *([finalized_by] if FINALIZE_COMMAND.match(finalized_by) else [])]
 
 
 def _pinned(command: str, batch_size: int) -> str:
     words = [word for word in command.split() if word != "--resume"]
     return " ".join(words + (["--batch-size", str(batch_size)] if "--batch-size" not in words else []))
-
-
-PRECISION_NAMES = {"bf16": "bf16 autocast", "fp16": "fp16 autocast", "no": "fp32"}
-
-
-def epoch_cost(log: dict[str, Any]) -> dict[str, Any]:
-    """Training hours in the log; the median seconds per epoch at each training size, and the hours they add up to
-    (what the run costs without pauses or other work on the same cores, which inflate the logged hours); the device
-    the run trained on ("cpu" for logs older than train.py's "device" field: every run bundled before it was a CPU
-    run), and where each epoch names its own (a run resumed on other machines), the hours on each, in words ("on").
-    Validation comes on top of both."""
-    epochs = {record["epoch"]: record for record in log["history"]}  # one record per epoch (weights and EMA share it)
-    by_size: dict[int, list[float]] = {}
-    hours_on: dict[str, float] = {}
-    for record in epochs.values():
-        by_size.setdefault(record.get("train_size", log["args"]["image_size"]), []).append(record["train_seconds"])
-        where = record.get("device", log.get("device", "cpu"))
-        hours_on[where] = hours_on.get(where, 0.0) + record["train_seconds"] / 3600
-    medians = {size: statistics.median(seconds) for size, seconds in sorted(by_size.items())}
-    on = (f"on {_device_words(next(iter(hours_on)))}" if len(hours_on) == 1 else
-          "(" + ", ".join(f"{hours:.1f} h on {_device_words(where)}" for where, hours in hours_on.items()) + ")")
-    return {"hours": sum(r["train_seconds"] for r in epochs.values()) / 3600, "seconds_per_epoch": medians,
-            "median_hours": sum(medians[size] * len(seconds) for size, seconds in by_size.items()) / 3600,
-            "num_processes": log.get("num_processes", 1), "device": log.get("device", "cpu"), "on": on}
-
-
-def _device_words(device: str) -> str:
-    """'cpu' (logs before devices were described: the 2-core CPUs of this project), a described CPU, or a GPU."""
-    return "a 2-core CPU" if device == "cpu" else f"a {device}" if device.endswith(" CPU") else f"one {device}"
-
-
-def training_precision(log: dict[str, Any]) -> str:
-    """The precision the epochs trained in; where sittings on different machines differed, each with its epochs."""
-    default = log["args"].get("mixed_precision", "bf16")  # logs before "auto" trained in bf16 unless told
-    epochs: dict[str, set[int]] = {}
-    for record in log["history"]:
-        epochs.setdefault(record.get("mixed_precision", default), set()).add(record["epoch"])
-    if len(epochs) == 1:
-        return PRECISION_NAMES[next(iter(epochs))]
-    return ", ".join(f"{PRECISION_NAMES[name]} for {len(numbers)} epochs" for name, numbers in epochs.items()) + \
-        " (each sitting in what its machine runs fast)"
 
 
 def train_command(args: dict[str, Any]) -> str:

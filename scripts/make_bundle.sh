@@ -7,10 +7,8 @@
 #   bash scripts/make_bundle.sh BUDGET status        what is done, and where training stands
 #
 # The run continues weights/pneumonia-resnet50 (train.py --init-from) on its own split, with the epochs planned to
-# fit BUDGET on the machine at hand (train.py --time-budget). It retrains the head on the bundle's own
-# augmentation with the thorax changes, the rest frozen (--train-layers head): whole-network runs on the thorax
-# recipe raised the validation log-loss at either learning rate tried, and so did the last stage, and this cheapest
-# step keeps the features and batch-norm statistics the bundle has. Every stage writes its own files under
+# fit BUDGET on the machine at hand (train.py --time-budget), on the thorax recipe. Each window's run is recorded in
+# docs/windows/ (python -m scripts.window_record), finished or not, and shown in docs/experiments.md. Every stage writes its own files under
 # $RUN and is skipped once they exist; training resumes from its last checkpoint, so a stopped window goes on where
 # it stopped and still ends on time. The rule (scripts/publish_bundle.py, `replaces`) reads validation and the
 # shortcut scores only; the test split is evaluated for a candidate the rule chose, once, and reported whatever it
@@ -32,19 +30,18 @@ train() {
     [ -f "$RUN/training_log.json" ] && return
     step "training $RUN from $BUNDLED for $BUDGET"
     python train.py --data "$DATA" --output-dir "$RUN" --init-from "$BUNDLED" --time-budget "$BUDGET" \
-        --train-layers head --budget-sizes 224:1 --augment acquisition-thorax --lr 1e-3 --warmup-epochs 0.3 \
-        --resume --no-finalize
+        --budget-sizes 176:0.5,224:0.5 --augment thorax --lr 3e-4 --warmup-epochs 0.3 --resume --no-finalize
 }
 
 finalize() {
     [ -f "$CANDIDATE/config.json" ] && return
     step "finalizing $RUN into $CANDIDATE"
-    python -m modeling.finalize "$RUN" --data "$DATA" --output-dir "$CANDIDATE" --precision float32 --tta none \
+    python -m modeling.training.finalize "$RUN" --data "$DATA" --output-dir "$CANDIDATE" --precision float32 --tta none \
         --threshold-rule prior --weights-dtype bfloat16 --xray-gate "$BUNDLED"
 }
 
 scores() {
-    [ -f "$CANDIDATE/shortcuts/shortcuts.json" ] || python -m modeling.shortcuts --model "$CANDIDATE" --data "$DATA" \
+    [ -f "$CANDIDATE/shortcuts/shortcuts.json" ] || python -m modeling.analysis.shortcuts --model "$CANDIDATE" --data "$DATA" \
         --output-dir "$CANDIDATE/shortcuts" --title "$(basename "$RUN") (as deployed)"
     [ -f "$CANDIDATE/eval-validation/metrics.json" ] || python evaluate.py --model "$CANDIDATE" --data "$DATA" \
         --split validation --output-dir "$CANDIDATE/eval-validation"
@@ -58,7 +55,7 @@ decide() {
 
 test_split() {  # the one evaluation on the test split, of a candidate the rule chose
     python -m scripts.publish_bundle chosen --candidate "$CANDIDATE" || { step "the rule kept $BUNDLED"; return; }
-    [ -d "$RUN/non-xray" ] || python -m modeling.non_xray "$RUN/non-xray"
+    [ -d "$RUN/non-xray" ] || python -m modeling.gate_training.non_xray "$RUN/non-xray"
     [ -f "$CANDIDATE/eval/metrics.json" ] || python evaluate.py --model "$CANDIDATE" --data "$DATA" --split test \
         --output-dir "$CANDIDATE/eval" --ood-images "$RUN/non-xray" --other-xrays "$FORMATS"
 }

@@ -3,7 +3,7 @@
     python -m scripts.ood_development --model "LABEL=MODEL_DIR" [--model ...] --data ../shared/data/chest_xray \
         --output docs/ood_development.png
 
-The evaluation set (`python -m modeling.non_xray`: scikit-image, matplotlib and scikit-learn samples,
+The evaluation set (`python -m modeling.gate_training.non_xray`: scikit-image, matplotlib and scikit-learn samples,
 generated images) and the adult X-rays of ../shared/data/formats measure the gate; nothing here reads
 them. The development set is:
 - photos: Gradio's bundled sample photos (a different package from every evaluation source), each
@@ -29,14 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-
-from modeling.data import load_data, saved_split
-from modeling.files import SPLIT_NAME, resolve_model_folder
-from modeling.inference import Predictor
-from modeling.non_xray import development_photos
-from modeling.ood import NOT_AN_XRAY_FACTOR
-from modeling.preprocessing import load_rgb
-from modeling.robustness import blur, brightness, contrast, letterbox, rotate
+from modeling.gate_training.non_xray import development_photos
+from modeling.runtime.files import SPLIT_NAME, resolve_model_folder
+from modeling.runtime.inference import Predictor
+from modeling.runtime.ood import NOT_AN_XRAY_FACTOR
+from modeling.runtime.preprocessing import load_rgb
+from modeling.training.data import load_data, saved_split
+from modeling.training.robustness import blur, brightness, contrast, letterbox, rotate
 
 FACTORS = np.round(np.arange(1.5, 8.01, 0.25), 2)
 

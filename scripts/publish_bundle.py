@@ -14,7 +14,7 @@ alone (`replaces`). The candidate replaces the bundled model when, on the valida
    cropping to the thorax (each as deployed);
 4. its PNEUMONIA-class Grad-CAM share inside the lung fields, on PNEUMONIA images, is at least the bundled model's
    less `GRADCAM_MARGIN`.
-Log-losses are the networks' own (`modeling.finalize.view_scores`: float32, the image alone, the temperature fitted
+Log-losses are the networks' own (`modeling.training.finalize.view_scores`: float32, the image alone, the temperature fitted
 on validation as it is), so the decision does not depend on the CPU or the deployed precision.
 
 `publish` records the decision in docs/bundle_history/, and when the rule chose the candidate and its one test
@@ -30,10 +30,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modeling.artifacts import split_fingerprint_of
-from modeling.config import ModelConfig
-from modeling.files import SPLIT_NAME, file_sha256, folder_written_whole, write_json_atomic
 from modeling.hub import build_card
+from modeling.runtime.artifacts import split_fingerprint_of
+from modeling.runtime.config import ModelConfig
+from modeling.runtime.files import SPLIT_NAME, file_sha256, folder_written_whole, write_json_atomic
 from scripts import render_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,13 +70,13 @@ def replaces(candidate: dict[str, Any], bundled: dict[str, Any]) -> tuple[bool, 
 
 
 def network_scores(model_dir: Path, data: str, cache: Path) -> dict[str, Any]:
-    """The network's validation log-losses (`modeling.finalize.view_scores`, the image alone), computed once per
+    """The network's validation log-losses (`modeling.training.finalize.view_scores`, the image alone), computed once per
     weights file and kept in `cache`."""
     weights = file_sha256(model_dir / "model.safetensors")
     if cache.exists() and json.loads(cache.read_text()).get("weights_sha256") == weights:
         return json.loads(cache.read_text())
-    from modeling.finalize import view_scores
-    from modeling.model import PneumoniaClassifier
+    from modeling.runtime.model import PneumoniaClassifier
+    from modeling.training.finalize import view_scores
 
     network = PneumoniaClassifier.from_pretrained(model_dir)
     scores = view_scores(network, data, model_dir / SPLIT_NAME, {"the image alone": []})["the image alone"]
@@ -114,7 +114,7 @@ def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = 
     old = rule_inputs(bundled, bundled_scores or bundled_shortcuts(bundled), data,
                       history / f"{_name(bundled)}.network-scores.json")
     chosen, rows = replaces(new, old)
-    decision = {"replaces": chosen, "candidate": str(candidate), "bundled": _name(bundled),
+    decision = {"replaces": chosen, "candidate": _shown(candidate), "bundled": _name(bundled),
                 "candidate_weights_sha256": file_sha256(candidate / "model.safetensors"),
                 "rule": "scripts/publish_bundle.py: replaces", "criteria": rows}
     write_json_atomic(candidate / DECISION, decision)
@@ -124,6 +124,13 @@ def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = 
     print(("The rule chose the candidate." if chosen else "The rule keeps the bundled model.")
           + f" ({candidate / DECISION})")
     return decision
+
+
+def _shown(folder: Path) -> str:
+    """A folder as the records show it: below the repository, or below ~ (never a server's home)."""
+    folder = folder.resolve()
+    return str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else
+               "~" / folder.relative_to(Path.home()) if folder.is_relative_to(Path.home()) else folder)
 
 
 def _name(model_dir: Path) -> str:

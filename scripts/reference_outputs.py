@@ -1,9 +1,9 @@
-"""Write a model folder's reference outputs, or say which precision runs on this machine (`modeling.reference`).
+"""Write a model folder's reference outputs, or say which precision runs on this machine (`modeling.runtime.reference`).
 
     python -m scripts.reference_outputs MODEL_DIR            # write MODEL_DIR/reference_outputs.safetensors
     python -m scripts.reference_outputs MODEL_DIR --check    # which precision this machine runs, and why
 
-`modeling.finalize` writes the file for every folder it makes; this adds one to an older folder.
+`modeling.training.finalize` writes the file for every folder it makes; this adds one to an older folder.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from modeling.artifacts import deployment
-from modeling.files import ModelLoadError, resolve_model_folder
-from modeling.inference import Predictor
-from modeling.reference import REFERENCE_NAME, example_images, write_reference
+from modeling.runtime.artifacts import deployment
+from modeling.runtime.files import ModelLoadError, resolve_model_folder
+from modeling.runtime.inference import Predictor
+from modeling.runtime.reference import REFERENCE_NAME, example_images, write_reference
 
 
 def main(argv: list[str] | None = None) -> None:

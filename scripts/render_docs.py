@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from evaluate import format_ood, format_robustness, format_table
-from modeling.augment import describe as describe_augmentation, trained_recipe
-from modeling.config import ModelConfig
-from modeling.hub import epoch_cost, reproduction_commands
-from modeling.lineage import stage_of
+from modeling.hub import reproduction_commands
+from modeling.runtime.config import ModelConfig
+from modeling.training.augment import describe as describe_augmentation
+from modeling.training.augment import trained_recipe
+from modeling.training.run_log import epoch_cost, stage_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -169,7 +170,7 @@ def gate_block(model_dir: Path) -> str:
     """The README's lines on the chest X-ray gate: what it is, what it gets wrong, with the contact sheet."""
     files = _gate_files(model_dir)
     if files is None:
-        return "\n".join(_missing("The chest X-ray gate", "python -m modeling.finalize MODEL_DIR --add-xray-gate GATE_DIR"))
+        return "\n".join(_missing("The chest X-ray gate", "python -m modeling.training.finalize MODEL_DIR --add-xray-gate GATE_DIR"))
     gate, trained, evaluation = files
     lines = ["### Photos, documents and other images that are not chest X-rays", "",
              f"A small {gate['architecture']} at {gate['input_size']} px, trained from scratch against "
@@ -209,7 +210,7 @@ def gate_sources_block(model_dir: Path) -> str:
 # ---------------------------------------------------------------- docs/experiments.md
 
 def finalized_into(config: ModelConfig) -> str:
-    """The folder modeling.finalize wrote, as its command in config.json names it."""
+    """The folder modeling.training.finalize wrote, as its command in config.json names it."""
     words = shlex.split(config.validation.get("finalized_by", ""))
     return words[words.index("--output-dir") + 1] if "--output-dir" in words else "(not recorded)"
 
@@ -220,7 +221,7 @@ def made_by(model_dir: Path, log: dict[str, Any], config: ModelConfig) -> list[s
     for name in ("validation_thresholds.json", "eval-validation/metrics.json", "eval/metrics.json"):
         words = shlex.split((_read(model_dir / name) or {}).get("command", ""))
         if "--ood-images" in words:  # the non-X-ray images it read are generated, not downloaded
-            commands.append(f"python -m modeling.non_xray {words[words.index('--ood-images') + 1]}")
+            commands.append(f"python -m modeling.gate_training.non_xray {words[words.index('--ood-images') + 1]}")
         if words:
             commands.append(shlex.join(words))
     return commands
@@ -301,9 +302,23 @@ def changes_section() -> list[str]:
     return lines
 
 
-def layers(stage: dict) -> str:
-    trained = stage.get("trained_layers", "all")
-    return "" if trained == "all" else f" ({trained} trained, the rest frozen)"
+def window_runs() -> list[str]:
+    """Each window's run (docs/windows/, `python -m scripts.window_record`): its validation epoch by epoch."""
+    from scripts.publish_bundle import AS_IS_MARGIN
+
+    records = [json.loads(path.read_text()) for path in sorted((DOCS / "windows").glob("*.json"))]
+    lines = ["Each window's run from the bundled network, on validation (the calibrated log-loss after each epoch; the "
+             "rule's first criterion allows the bundle's times "
+             f"{1 + AS_IS_MARGIN:.2f}), whether or not it reached a candidate; `python -m scripts.window_record RUN`:",
+             "", "| run | layers trained | augmentation | peak lr | calibrated log-loss: start, then each epoch | "
+             "ROC-AUC: start, last | ended | command |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        losses = ", ".join(f"{e['val_calibrated_loss']:.3f}" for e in r["epochs"])
+        lines.append(f"| {r['run']} | {r['trained_layers']} | {r['recipe']} | {r['lr']:g} | "
+                     f"{r['start']['val_calibrated_loss']:.3f}; {losses} | {r['start']['val_roc_auc']:.4f}, "
+                     f"{r['epochs'][-1]['val_roc_auc']:.4f} | {'its budget' if r['finished'] else 'stopped'} | "
+                     f"`{r['command']}` |")
+    return lines
 
 
 def windows_section(model_dir: Path) -> list[str]:
@@ -321,8 +336,9 @@ def windows_section(model_dir: Path) -> list[str]:
     for number, stage in enumerate(stages, 1):
         sizes = ", ".join(f"{size} px x {count}" for size, count in stage.get("size_schedule") or [])
         budget = f"{stage['time_budget_s'] / 3600:.2f} h" if stage.get("time_budget_s") else "-"
-        lines.append(f"| {number} | {stage['epochs']}{f' ({sizes})' if sizes else ''} | {stage['recipe']}{layers(stage)} | {budget} | "
+        lines.append(f"| {number} | {stage['epochs']}{f' ({sizes})' if sizes else ''} | {stage['recipe']} | {budget} | "
                      f"{stage['hours']:.1f} {stage['on']} | `{stage['command']}` |")
+    lines += ["", *window_runs()]
     for path in sorted((DOCS / "bundle_history").glob("*.decision.json")):
         decision = json.loads(path.read_text())
         name = path.name.removesuffix(".decision.json")
@@ -467,7 +483,7 @@ def ood_page(model_dir: Path) -> str:
     lines += gate_page_lines(model_dir)
     if "ood" in metrics:
         lines += ["## On the evaluation sets", "", "```", format_ood(metrics["ood"]), "```", "",
-                  "The non-X-ray set (`python -m modeling.non_xray`) holds photos, microscopy, histology, retina fundus, "
+                  "The non-X-ray set (`python -m modeling.gate_training.non_xray`) holds photos, microscopy, histology, retina fundus, "
                   "a CT phantom, an MRI head slice, text pages (scikit-image, matplotlib and scikit-learn sample "
                   "images), each also in greyscale, plus generated blanks, noise, gradients, screenshots, charts and "
                   "shapes. The other chest X-rays are adult DICOM, PNG and JPEG files from other public sets (a "
@@ -503,7 +519,7 @@ def cpu_sentence(b: dict) -> str:
     if "cpu_model" not in b:
         return ""
     kernels = ("has bf16 kernels: bf16 rows run bf16" if b["fast_bf16"] else
-               "has no bf16 kernels, where train.py and the Predictor run fp32 instead (`modeling.inference.fast_bf16`)")
+               "has no bf16 kernels, where train.py and the Predictor run fp32 instead (`modeling.runtime.inference.fast_bf16`)")
     return f" CPU: {b['cpu_model']}, which {kernels}."
 
 
@@ -563,7 +579,7 @@ def precision_lines() -> list[str]:
     lines = ["## Precision paths", "",
              "`python -m benchmarks.precision_paths --output docs/precision_paths.json`, once on each kind of CPU: each "
              "path's largest miss against the bundle's reference outputs (the network's own float32 answers, "
-             "`modeling.reference`), and its batch-1 latency as the demo runs it (the bundle's test-time views, "
+             "`modeling.runtime.reference`), and its batch-1 latency as the demo runs it (the bundle's test-time views, "
              "out-of-distribution detector and chest X-ray gate), beside float32 measured in the same run.", "",
              "| CPU (instruction sets) | path | runs as | reproduces the reference | batch-1 latency | vs float32 |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -583,9 +599,9 @@ def cold_start_lines() -> list[str]:
     if not entries:
         return _missing("Cold start", "python -m benchmarks.cold_start --label NAME")
     lines = ["## Cold start", "",
-             "`python app.py` from process start to the first answer at a `gradio_client`, and `import modeling.inference` "
+             "`python app.py` from process start to the first answer at a `gradio_client`, and `import modeling.runtime.inference` "
              "alone; medians over repeats, each entry measured on its own code:", "",
-             "| code | CPU | cold start to first answer | starts | `import modeling.inference` | command |",
+             "| code | CPU | cold start to first answer | starts | `import modeling.runtime.inference` | command |",
              "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {e['label']}{' (' + e['commit'] + ')' if e.get('commit') else ''} | "
               f"{e.get('cpu_model', 'not recorded')} | {e['cold_start_to_first_answer_s']:.1f} s | median of {len(e['runs_s'])}"

@@ -18,22 +18,21 @@ import shlex
 import sys
 from pathlib import Path
 
-
 import numpy as np
 from matplotlib.figure import Figure
 
 from modeling import Predictor
-from modeling.probability import positive_probs
-from modeling.evaluation import predict_split
-from modeling.data import image_name, load_data, saved_split
-from modeling.preprocessing import read_image, to_rgb
+from modeling.runtime.preprocessing import read_image, to_rgb
+from modeling.runtime.probability import positive_probs
+from modeling.training.data import image_name, load_data, saved_split
+from modeling.training.evaluation import predict_split
 
 RULE_COLOURS = {"sensitivity": "crimson", "youden": "darkorange", "prior": "royalblue"}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir", type=Path, help="a folder made by modeling.finalize")
+    parser.add_argument("model_dir", type=Path, help="a folder made by modeling.training.finalize")
     parser.add_argument("--data", required=True)
     parser.add_argument("--per-row", type=int, default=8, help="images shown per class")
     parser.add_argument("--output", type=Path, required=True, help="the picture (.png); a .json beside it lists the images")

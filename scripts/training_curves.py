@@ -14,8 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-
-from modeling.plots import plot_training_curves
+from modeling.analysis.plots import plot_training_curves
 
 
 def main(argv: list[str] | None = None) -> None:

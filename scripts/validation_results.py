@@ -6,7 +6,7 @@
 
 `--run`: the network of a training run's folder (or of a model folder), as trained (fp32, the image as is, no OOD
 gate).
-`--deployed`: a folder made by `modeling.finalize`, as the app runs it (its precision and test-time
+`--deployed`: a folder made by `modeling.training.finalize`, as the app runs it (its precision and test-time
 views, through `Predictor.from_pretrained`). Each is predicted on the validation side of its
 split.json; the table gives ROC-AUC, the log-loss and expected calibration error after a
 temperature fitted on those same logits, and the specificity at the threshold that keeps 95%
@@ -25,15 +25,14 @@ import shlex
 import sys
 from pathlib import Path
 
-
 import numpy as np
 
 from modeling import PneumoniaClassifier, Predictor
-from modeling.evaluation import predict_split
-from modeling.files import source_network_folder
-from modeling.calibration import calibrated_log_loss, expected_calibration_error
-from modeling.metrics import binary_metrics, threshold_for_sensitivity
-from modeling.probability import positive_probs
+from modeling.runtime.files import source_network_folder
+from modeling.runtime.probability import positive_probs
+from modeling.training.calibration import calibrated_log_loss, expected_calibration_error
+from modeling.training.evaluation import predict_split
+from modeling.training.metrics import binary_metrics, threshold_for_sensitivity
 
 
 def summarise(labels: np.ndarray, logits: np.ndarray, positive_index: int) -> dict:

@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
-from modeling.data import BalancedSampler
+from modeling.training.data import BalancedSampler
 
 accelerator = Accelerator(cpu=True)
 labels = [0] * 30 + [1] * 90

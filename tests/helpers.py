@@ -55,9 +55,9 @@ def free_port() -> int:
 
 
 def finalize_cli(*argv: str) -> None:
-    """`python -m modeling.finalize ARGV`, run by the command's own main in this process: the same code path without
+    """`python -m modeling.training.finalize ARGV`, run by the command's own main in this process: the same code path without
     an interpreter start and its imports (the kill test runs the real process)."""
-    from modeling.finalize import main
+    from modeling.training.finalize import main
     main([str(arg) for arg in argv])
 
 

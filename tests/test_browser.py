@@ -6,7 +6,6 @@ from playwright.sync_api import expect, sync_playwright
 
 import app
 from modeling import Predictor
-
 from tests.helpers import REPO, free_port
 
 pytestmark = pytest.mark.slow  # a browser start

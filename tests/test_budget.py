@@ -1,9 +1,9 @@
-"""modeling/budget.py: the schedule of a budgeted run as a function of the measured throughput and the time spent."""
+"""modeling/training/budget.py: the schedule of a budgeted run as a function of the measured throughput and the time spent."""
 import argparse
 
 import pytest
 
-from modeling.budget import BudgetState, parse_duration, parse_size_shares, plan_epochs
+from modeling.training.budget import BudgetState, parse_duration, parse_size_shares, plan_epochs
 
 SHARES = [(176, 0.5), (224, 0.5)]
 STEP_SECONDS = {176: 5.0, 224: 9.0}  # an AVX2 CPU in fp32, batch 32

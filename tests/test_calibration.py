@@ -1,9 +1,14 @@
 import numpy as np
 import pytest
 
-from modeling.calibration import (THRESHOLD_RULES, compare_threshold_rules, expected_calibration_error, fit_temperature,
-                                  operating_point)
-from modeling.probability import positive_probs
+from modeling.runtime.probability import positive_probs
+from modeling.training.calibration import (
+    THRESHOLD_RULES,
+    compare_threshold_rules,
+    expected_calibration_error,
+    fit_temperature,
+    operating_point,
+)
 
 
 def _overconfident(n=4000, true_temperature=2.5, seed=0):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from modeling.artifacts import split_fingerprint_of
+from modeling.runtime.artifacts import split_fingerprint_of
 
 from .helpers import TINY_TRAIN_ARGS, run_script
 
@@ -21,7 +21,7 @@ def continued(tmp_path_factory, small_data, tiny_model_dir):
     out = tmp_path_factory.mktemp("continued")
     run_script("train.py", "--data", str(small_data), "--output-dir", str(out), "--init-from", str(tiny_model_dir),
                "--time-budget", "25s", "--budget-sizes", "48:1,64:1", "--augment", "thorax", "--no-finalize",
-               "--train-layers", "last-stage", *CONTINUE_ARGS)
+               *CONTINUE_ARGS)
     return out
 
 
@@ -36,12 +36,7 @@ def test_a_continued_run_starts_from_the_folders_network_on_its_split(continued,
     before, after = (load_file(str(path)) for path in (tiny_model_dir / "model.safetensors",
                                                        continued / "trained" / "model.safetensors"))
     assert before.keys() == after.keys()
-    changed = {k for k in before if not np.allclose(before[k].float().numpy(), after[k].numpy())}
-    assert changed, "it trained"
-    # --train-layers last-stage: the last stage and the head learnt; every other weight and batch-norm
-    # statistic is the folder's own
-    assert {k.split(".")[1] for k in changed} <= {"layer4", "fc"}
-    assert any(k.startswith("backbone.fc.") for k in changed) and any(k.startswith("backbone.layer4.") for k in changed)
+    assert any(not np.allclose(before[k].float().numpy(), after[k].numpy()) for k in before), "it trained"
 
 
 def test_the_log_carries_the_lineage_and_what_the_budget_became(continued, tiny_model_dir):
@@ -49,7 +44,6 @@ def test_the_log_carries_the_lineage_and_what_the_budget_became(continued, tiny_
     earlier = json.loads((tiny_model_dir / "training_log.json").read_text())
     [stage] = log["lineage"]
     assert stage["command"] == earlier["command"] and stage["epochs"] == 2 and stage["recipe"] == "shortcut-breaking"
-    assert stage["trained_layers"] == "all" and log["args"]["train_layers"] == "last-stage"
     assert stage["hours"] > 0 and stage["on"].startswith("on a ")
     budget = log["budget"]
     assert budget["budget_s"] == 25 and budget["plan"] == []
@@ -76,11 +70,6 @@ def test_another_split_is_refused(small_data, tiny_model_dir, tmp_path):
     line = _refusal(small_data, tmp_path, "--init-from", str(tiny_model_dir), "--split-file",
                     str(tmp_path / "other-split.json"))
     assert "is not the split --init-from's network was trained on" in line
-
-
-def test_training_part_of_a_network_without_one_to_continue_is_refused(small_data, tmp_path):
-    line = _refusal(small_data, tmp_path, "--train-layers", "head")
-    assert line == "--train-layers trains part of a network that has learnt the rest: pass --init-from."
 
 
 def test_another_architecture_is_refused(small_data, tiny_model_dir, tmp_path):

@@ -3,15 +3,23 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 import torch
 from torch.utils.data import DataLoader
 
-from modeling.config import ModelConfig
-from modeling.data import (BalancedSampler, DecodedImages, decode_once, drop_unreadable, first, grouped_validation_split,
-                           image_name, load_data, patient_id, saved_split)
-from modeling.preprocessing import load_rgb, resize_transform
-
+from modeling.runtime.config import ModelConfig
+from modeling.runtime.preprocessing import load_rgb, resize_transform
+from modeling.training.data import (
+    BalancedSampler,
+    DecodedImages,
+    decode_once,
+    drop_unreadable,
+    first,
+    grouped_validation_split,
+    image_name,
+    load_data,
+    patient_id,
+    saved_split,
+)
 from tests.helpers import FULL_KERMANY, KERMANY, copy_subset, needs_full_data
 
 

@@ -7,28 +7,27 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from modeling import ModelLoadError, Predictor
-from modeling.artifacts import split_fingerprint_of
-from modeling.files import CONFIG_NAME
-from modeling.finalize import add_xray_gate
-from modeling.gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, XrayGate
-from modeling.gate_negatives import fingerprint, near_duplicates
-from modeling.non_xray import assemble, development_photos
-from modeling.ood import NOT_AN_XRAY, UNLIKE_TRAINING
-
+from modeling.gate_training.negatives import fingerprint, near_duplicates
+from modeling.gate_training.non_xray import assemble, development_photos
+from modeling.runtime.artifacts import split_fingerprint_of
+from modeling.runtime.files import CONFIG_NAME
+from modeling.runtime.gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE, XrayGate
+from modeling.runtime.ood import NOT_AN_XRAY, UNLIKE_TRAINING
+from modeling.training.finalize import add_xray_gate
 from tests.helpers import KERMANY, REPO, free_port
 
 BUNDLE = REPO / "weights" / "pneumonia-resnet50"
 
 
 def gate_folder(tmp_path, split_file, threshold: float, name: str = "gate"):
-    """What modeling.gate_training writes, with an untrained gate (its threshold is what a test needs)."""
+    """What modeling.gate_training.train writes, with an untrained gate (its threshold is what a test needs)."""
     folder = tmp_path / name
     folder.mkdir()
     XrayGate().save(folder / GATE_FILE, {"split_sha256": split_fingerprint_of(split_file)})
     (folder / GATE_SOURCES_FILE).write_text("[]")
     (folder / GATE_REPORT_FILE).write_text(json.dumps({
         "threshold": threshold, "threshold_rule": "set by the test", "architecture": "resnet10t", "input_size": 112,
-        "command": "python -m modeling.gate_training (test)"}))
+        "command": "python -m modeling.gate_training.train (test)"}))
     return folder
 
 
@@ -107,7 +106,7 @@ def test_a_gate_fitted_for_another_model_is_refused(model_copy, tmp_path):
     config = json.loads((swapped / CONFIG_NAME).read_text())
     with pytest.raises(ModelLoadError, match="not the file whose threshold config.json holds"):
         Predictor.from_pretrained(swapped)
-    from modeling.files import file_sha256
+    from modeling.runtime.files import file_sha256
     config["inference"]["xray_gate"]["sha256"] = file_sha256(swapped / GATE_FILE)
     (swapped / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="fitted for another model's training split"):

@@ -1,22 +1,24 @@
 """Hub packaging: loading from a local folder and an offline Hub cache, timm compatibility, strict loading, card."""
+import ast
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import load_file, save_file
 
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
-from modeling.hub import build_card, epoch_cost, model_operations, space_operations, training_precision
-
+from modeling.hub import build_card, model_operations, space_operations
+from modeling.training.run_log import epoch_cost, training_precision
 from tests.helpers import KERMANY, REPO, evaluate_cli, run_script
 from tests.hub_cache import add_to_hub_cache
 
@@ -181,9 +183,28 @@ def test_space_files_and_front_matter():
     assert re.search(rf"^sdk_version: {re.escape(gradio_pin)}$", front, re.M) and gradio_pin.count(".") == 2
     assert re.search(r"^models:\n  - \S+/\S+$", front, re.M)
     operations = {op.path_in_repo: op for op in space_operations(REPO, "someone/other-model")}
-    assert {"app.py", "requirements.txt", "README.md", "modeling/model.py"} <= set(operations)
+    assert {"app.py", "requirements.txt", "README.md", "modeling/runtime/model.py"} <= set(operations)
     assert not any(path.startswith(("weights/", "tests/")) for path in operations)
     assert b"  - someone/other-model\n" in operations["README.md"].path_or_fileobj
+
+
+def test_the_space_ships_the_runtime_alone_and_everything_it_imports():
+    operations = {op.path_in_repo for op in space_operations(REPO, "someone/other-model")}
+    code = {path for path in operations if path.startswith("modeling/")}
+    assert code and all(path == "modeling/__init__.py" or path.startswith("modeling/runtime/") for path in code)
+    # every modeling import of the uploaded code (app.py included) is an uploaded file
+    wanted = set()
+    for path in (p for p in operations if p.endswith(".py")):
+        package = Path(path).parent.parts
+        for node in ast.walk(ast.parse((REPO / path).read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("modeling")):
+                base = list(package[:len(package) - node.level + 1]) if node.level else []
+                parts = base + (node.module.split(".") if node.module else [])
+                for alias in node.names:  # `from pkg import module` or `from module import name`
+                    as_module = "/".join(parts + [alias.name]) + ".py"
+                    wanted.add(as_module if (REPO / as_module).exists() else "/".join(parts) + ".py")
+    wanted = {p if (REPO / p).exists() else p.removesuffix(".py") + "/__init__.py" for p in wanted}
+    assert wanted <= operations, sorted(wanted - operations)
 
 
 

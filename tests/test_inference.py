@@ -4,8 +4,7 @@ import torch
 from PIL import Image
 
 from modeling import Predictor
-from modeling.inference import autocast, default_device, fast_bf16, runtime_precision
-
+from modeling.runtime.inference import autocast, default_device, fast_bf16, runtime_precision
 
 BF16 = "bfloat16" if fast_bf16(torch.device("cpu")) else "float32"  # what this CPU runs bf16 models in
 
@@ -20,9 +19,12 @@ def test_runtime_precision(precision, device, runs, monkeypatch):
     assert runtime_precision(precision, torch.device(device)) == runs
 
 
-def test_default_device_is_the_accelerator_when_there_is_one():
-    expected = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
-    assert default_device() == expected
+@pytest.mark.parametrize("accelerator, expected", [(None, "cpu"), ("cuda", "cuda"), ("xpu", "xpu")])
+def test_default_device_is_the_accelerator_when_there_is_one(accelerator, expected, monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: accelerator is not None)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator",
+                        lambda *args, **kwargs: torch.device(accelerator) if accelerator else None)
+    assert default_device() == torch.device(expected)
 
 
 def test_autocast_is_bf16_for_bf16_and_for_int8_eager_paths_where_bf16_is_fast():

@@ -1,5 +1,6 @@
-"""modeling/ imports only point down: no module imports, directly or through others, one that imports it back
-(imports inside functions count)."""
+"""The architecture, as the tree shows it: modeling/'s subpackages, each allowed to import only those below it
+(imports inside functions count), no module importing itself back, and a runtime that needs no training,
+analysis or plotting library. A deployment ships modeling/runtime/ alone."""
 import ast
 import subprocess
 import sys
@@ -8,45 +9,58 @@ from pathlib import Path
 from tests.helpers import REPO
 
 PACKAGE = REPO / "modeling"
-# the layers, bottom first; a module may import its own layer's modules or lower ones, never higher
-LAYERS = [
-    {"runtime", "files", "config", "metrics", "probability", "preprocessing", "geometry", "display", "budget", "trainable"},
-    {"views", "augment", "data", "calibration", "ood", "artifacts", "checkpointing", "robustness", "plots",
-     "non_xray", "lungs", "worklist", "gate", "gate_negatives", "reference"},
-    {"model"},
-    {"quantize", "explain", "inference", "evaluation"},
-    {"finalize", "hub", "shortcuts", "gate_training", "lineage"},
-]
+# bottom first: a module may import from its own subpackage or a lower one, never a higher one
+SUBPACKAGES = ["runtime", "training", "gate_training", "analysis", "hub"]
+LEVEL = {"runtime": 0, "training": 1, "gate_training": 2, "analysis": 2, "hub": 3}
+RUNTIME_MUST_NOT_LOAD = ("datasets", "sklearn", "matplotlib", "modeling.training", "modeling.analysis",
+                         "modeling.gate_training", "modeling.hub")
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def modules() -> list[Path]:
+    return [path for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"]
 
 
 def imports_of(path: Path) -> set[str]:
-    """The modeling modules a file imports anywhere in it (top level or inside functions)."""
+    """The modeling modules (dotted below modeling/) a file imports anywhere in it."""
+    package = module_name(path).split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
+            if node.level:
+                parts = package[:len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
             elif node.module and node.module.startswith("modeling."):
-                found.add(node.module.split(".")[1])
+                parts = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:  # `from .pkg import module` or `from .module import name`
+                candidate = ".".join(parts + [alias.name])
+                found.add(candidate if (PACKAGE / f"{candidate.replace('.', '/')}.py").exists() else ".".join(parts))
         elif isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith("modeling."))
-    return found - {"__init__"}
+            found.update(alias.name.removeprefix("modeling.") for alias in node.names
+                         if alias.name.startswith("modeling."))
+    return found
 
 
 def graph() -> dict[str, set[str]]:
-    return {path.stem: imports_of(path) for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    return {module_name(path): imports_of(path) for path in modules()}
 
 
-def test_every_module_has_a_layer():
-    assert set(graph()) == set().union(*LAYERS)
+def subpackage(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_every_module_lives_in_a_subpackage():
+    assert {subpackage(module) for module in graph()} == set(SUBPACKAGES)
 
 
 def test_imports_point_down_only():
-    layer_of = {module: i for i, layer in enumerate(LAYERS) for module in layer}
     upward = [(module, imported) for module, imports in graph().items() for imported in imports
-              if layer_of[imported] > layer_of[module]]
+              if LEVEL[subpackage(imported)] > LEVEL[subpackage(module)]
+              or (LEVEL[subpackage(imported)] == LEVEL[subpackage(module)] and subpackage(imported) != subpackage(module))]
     assert upward == []
 
 
@@ -62,9 +76,24 @@ def test_no_module_imports_itself_back():
     assert [module for module in edges if reaches(module, module, {module})] == []
 
 
-def test_the_inference_path_imports_no_training_or_plotting_library():
-    """What the demo and `Predictor.from_pretrained` need loads neither datasets, scikit-learn nor matplotlib."""
-    code = ("import sys, modeling.inference\n"
-            "print(sorted(m for m in ('datasets', 'sklearn', 'matplotlib') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
+def test_the_boundary_test_sees_a_runtime_module_that_imports_training(tmp_path, monkeypatch):
+    """The check above on a copy of the package with one runtime module importing training: it must fail."""
+    import shutil
+
+    copy = tmp_path / "modeling"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    inference = copy / "runtime" / "inference.py"
+    inference.write_text(inference.read_text() + "\nfrom ..training.data import load_data  # noqa\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", copy)
+    assert ("runtime.inference", "training.data") in [(m, i) for m, imports in graph().items() for i in imports
+                                                      if LEVEL[subpackage(i)] > LEVEL[subpackage(m)]]
+
+
+def test_the_runtime_loads_no_training_analysis_or_plotting_code():
+    """Every runtime module imported, as the demo and `Predictor.from_pretrained` would: neither datasets,
+    scikit-learn nor matplotlib, nor any other modeling subpackage, is loaded."""
+    runtime = sorted(f"modeling.{name}" for name in graph() if subpackage(name) == "runtime")
+    code = (f"import sys\nimport {', '.join(runtime)}\n"
+            f"print(sorted(m for m in sys.modules if m.startswith({RUNTIME_MUST_NOT_LOAD!r})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert len(runtime) >= 15 and result.stdout.strip() == "[]"

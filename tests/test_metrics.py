@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from modeling.metrics import binary_metrics, bootstrap_ci, operating_curve, threshold_for_sensitivity
+from modeling.training.metrics import binary_metrics, bootstrap_ci, operating_curve, threshold_for_sensitivity
 
 
 def test_binary_metrics_by_hand():

@@ -5,10 +5,16 @@ import pytest
 from PIL import Image
 
 from modeling import Predictor
-from modeling.non_xray import assemble
-from modeling.ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, fit_detector, ood_verdicts
-from modeling.robustness import PERTURBATIONS
-
+from modeling.gate_training.non_xray import assemble
+from modeling.runtime.ood import (
+    IN_DISTRIBUTION,
+    NOT_AN_XRAY,
+    UNLIKE_TRAINING,
+    StagedDetector,
+    fit_detector,
+    ood_verdicts,
+)
+from modeling.training.robustness import PERTURBATIONS
 from scripts.ood_development import main as ood_development
 from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port, printed_by
 
@@ -117,8 +123,7 @@ def test_demo_says_not_an_xray_for_noise(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ood_development_set_shares_no_image_with_the_evaluation_set(tiny_model_dir, small_data, tmp_path):
-    from modeling.non_xray import development_photos
-    from modeling.non_xray import _package_images
+    from modeling.gate_training.non_xray import _package_images, development_photos
 
     def thumb(image):
         return np.asarray(image.convert("L").resize((16, 16)), dtype=float)

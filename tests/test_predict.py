@@ -13,9 +13,8 @@ import pydicom
 import pytest
 
 from modeling import Predictor, load_rgb
-from modeling.ood import NOT_AN_XRAY
-from modeling.worklist import UNREADABLE
-
+from modeling.runtime.ood import NOT_AN_XRAY
+from modeling.runtime.worklist import UNREADABLE
 from tests.helpers import FORMATS, KERMANY, REPO, predict_cli, run_script
 
 pytestmark = pytest.mark.slow  # every test here trains a model first (tiny_model_dir)

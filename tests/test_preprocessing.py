@@ -5,12 +5,19 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling.config import ModelConfig
-from modeling.augment import BatchAugment
-from modeling.geometry import view_matrix, warp
-from modeling.views import DEFAULT_TTA_VIEWS, normalized_views
-from modeling.preprocessing import ImageLoadError, eval_transform, load_rgb, normalize, read_image, resize_transform, to_rgb
-
+from modeling.runtime.config import ModelConfig
+from modeling.runtime.geometry import view_matrix, warp
+from modeling.runtime.preprocessing import (
+    ImageLoadError,
+    eval_transform,
+    load_rgb,
+    normalize,
+    read_image,
+    resize_transform,
+    to_rgb,
+)
+from modeling.runtime.views import DEFAULT_TTA_VIEWS, normalized_views
+from modeling.training.augment import BatchAugment
 from tests.helpers import FORMATS, KERMANY
 
 CONFIG = ModelConfig(image_size=64)

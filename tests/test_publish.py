@@ -6,9 +6,8 @@ import shutil
 
 import pytest
 
-from modeling.config import ModelConfig
+from modeling.runtime.config import ModelConfig
 from scripts import publish_bundle, render_docs
-
 from tests.helpers import REPO
 
 BUNDLE = REPO / "weights" / "pneumonia-resnet50"

@@ -1,4 +1,4 @@
-"""int8 inference: calibrated on real images by modeling.finalize, saved, reloaded, and close to the float model.
+"""int8 inference: calibrated on real images by modeling.training.finalize, saved, reloaded, and close to the float model.
 The int8 path is asked for by name (`precision="int8"`): loading would otherwise run float32 on a CPU whose int8
 kernels do not reproduce the reference outputs (tests/test_reference.py)."""
 import json
@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from modeling import ModelLoadError, Predictor, load_rgb
-from modeling.inference import fast_bf16
-from modeling.config import ConfigError, ModelConfig
-from modeling.evaluation import predict_split
-from modeling.quantize import CALIBRATION_NAME, Int8CalibrationError, Int8Forward
-from modeling import reference as reference_module
-
+from modeling.runtime import reference as reference_module
+from modeling.runtime.config import ConfigError, ModelConfig
+from modeling.runtime.inference import fast_bf16
+from modeling.runtime.quantize import CALIBRATION_NAME, Int8CalibrationError, Int8Forward
+from modeling.training.evaluation import predict_split
 from tests.helpers import finalize_cli
 
 pytestmark = pytest.mark.slow  # int8 finalizing and compiling
@@ -101,7 +100,7 @@ def test_an_int8_folder_whose_kernels_disagree_falls_back_to_float32(int8_model_
     # tolerances tighter than int8's rounding and looser than float32's differences between CPUs: the real int8
     # kernels then disagree on every CPU, and float32 agrees
     monkeypatch.setattr(reference_module, "TOLERANCE", {"probability": 1e-5, "ood_score": 1e-4, "gate_logit": 1e-4})
-    with caplog.at_level(logging.WARNING, logger="modeling.inference"):
+    with caplog.at_level(logging.WARNING, logger="modeling.runtime.inference"):
         predictor = Predictor.from_pretrained(int8_model_dir)
     assert predictor.config.precision == "int8" and predictor.precision == "float32"
     assert predictor.reference_check.startswith("int8 disagreed with the reference outputs on this machine")

@@ -11,9 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from modeling import ModelLoadError, Predictor
-from modeling import reference as reference_module
-from modeling.reference import REFERENCE_NAME, TOLERANCE, load_reference, outputs_of
-
+from modeling.runtime import reference as reference_module
+from modeling.runtime.reference import REFERENCE_NAME, TOLERANCE, load_reference, outputs_of
 from tests.helpers import REPO, run_script
 
 BUNDLE = REPO / "weights" / "pneumonia-resnet50"
@@ -43,7 +42,7 @@ def test_the_bundle_ships_its_networks_own_answers_on_the_examples(fp32_bundle):
 
 
 def test_what_loads_reproduces_the_reference_and_says_which_path_runs(caplog):
-    with caplog.at_level(logging.WARNING, logger="modeling.inference"):
+    with caplog.at_level(logging.WARNING, logger="modeling.runtime.inference"):
         predictor = Predictor.from_pretrained(BUNDLE)
     reference = load_reference(BUNDLE / REFERENCE_NAME)
     assert reference_module.disagreement(predictor, reference) is None
@@ -59,7 +58,7 @@ def test_what_loads_reproduces_the_reference_and_says_which_path_runs(caplog):
 def test_a_folder_without_reference_loads_and_says_it_was_not_checked(tmp_path, caplog):
     folder = _copy(tmp_path)
     (folder / REFERENCE_NAME).unlink()
-    with caplog.at_level(logging.WARNING, logger="modeling.inference"):
+    with caplog.at_level(logging.WARNING, logger="modeling.runtime.inference"):
         predictor = Predictor.from_pretrained(folder, check_reference=True)
     assert predictor.reference_check == f"not checked: the folder has no {REFERENCE_NAME}"
     assert any(REFERENCE_NAME in record.getMessage() for record in caplog.records)
@@ -88,8 +87,8 @@ def bundle_int8_verdict() -> None:
     as the check runs it, with activation ranges from 32 of the training images the suite ships."""
     import torch
 
-    from modeling.preprocessing import load_rgb, normalize, resize_transform
-    from modeling.quantize import calibrate
+    from modeling.runtime.preprocessing import load_rgb, normalize, resize_transform
+    from modeling.runtime.quantize import calibrate
 
     deployed = Predictor.from_pretrained(BUNDLE, precision="float32")
     config = deployed.config

@@ -14,12 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from modeling import PneumoniaClassifier, Predictor
-from modeling.checkpointing import latest_checkpoint
-from modeling.data import patient_id
-from modeling.inference import describe_device, fast_bf16
+from modeling.runtime.inference import describe_device, fast_bf16
+from modeling.training.checkpointing import latest_checkpoint
+from modeling.training.data import patient_id
 from scripts.training_curves import main as training_curves
 from scripts.validation_results import main as validation_results
-
 from tests.helpers import REPO, TINY_TRAIN_ARGS, printed_by, run_script
 
 METRIC_KEYS = {"n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
@@ -198,7 +197,7 @@ def test_unreachable_hub_dataset_is_one_sentence(script, tmp_path, tiny_model_di
 
 TCMALLOC_PROBE = """
 import os
-from modeling.runtime import use_tcmalloc
+from modeling.runtime.host import use_tcmalloc
 pid = os.getpid()
 use_tcmalloc()
 print(pid, "tcmalloc" in open("/proc/self/maps").read())
@@ -208,7 +207,7 @@ print(pid, "tcmalloc" in open("/proc/self/maps").read())
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD and /proc are Linux")
 def test_training_processes_re_execute_under_tcmalloc_once(tmp_path):
-    from modeling.runtime import find_tcmalloc
+    from modeling.runtime.host import find_tcmalloc
     if find_tcmalloc() is None:
         pytest.skip("tcmalloc is not installed (apt install libtcmalloc-minimal4; .ci/run installs it)")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PNEUMONIA_NO_TCMALLOC")}
