@@ -8,12 +8,12 @@
 #
 # The run continues weights/pneumonia-resnet50 (train.py --init-from) on its own split, with the epochs planned to
 # fit BUDGET on the machine at hand (train.py --time-budget), on the thorax recipe. Each window's run is recorded in
-# docs/windows/ (python -m scripts.window_record), finished or not, and shown in docs/experiments.md. Every stage writes its own files under
-# $RUN and is skipped once they exist; training resumes from its last checkpoint, so a stopped window goes on where
-# it stopped and still ends on time. The rule (scripts/publish_bundle.py, `replaces`) reads validation and the
-# shortcut scores only; the test split is evaluated for a candidate the rule chose, once, and reported whatever it
-# shows. Nothing is committed: read `git diff`, then commit. Set RUN (the training run), CANDIDATE (its finalized
-# folder, $RUN-bundle), DATA or FORMATS to point elsewhere.
+# docs/windows/ (python -m scripts.window_record), finished or not, and shown in docs/experiments.md.
+# Every stage writes its own files under $RUN and is skipped once they exist; training resumes from its last
+# checkpoint, so a stopped window goes on where it stopped and still ends on time. The rule
+# (scripts/publish_bundle.py, `replaces`) reads validation and the shortcut scores only; the test split is evaluated
+# for a candidate the rule chose, once, and reported whatever it shows. Nothing is committed: read `git diff`, then
+# commit. Set RUN (the training run), CANDIDATE (its finalized folder, $RUN-bundle), DATA or FORMATS to point elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET=${1:?usage: bash scripts/make_bundle.sh BUDGET [train|finalize|scores|decide|test|publish|status ...]}
@@ -36,13 +36,13 @@ train() {
 finalize() {
     [ -f "$CANDIDATE/config.json" ] && return
     step "finalizing $RUN into $CANDIDATE"
-    python -m modeling.training.finalize "$RUN" --data "$DATA" --output-dir "$CANDIDATE" --precision float32 --tta none \
-        --threshold-rule prior --weights-dtype bfloat16 --xray-gate "$BUNDLED"
+    python -m modeling.training.finalize "$RUN" --data "$DATA" --output-dir "$CANDIDATE" --precision float32 \
+        --tta none --threshold-rule prior --weights-dtype bfloat16 --xray-gate "$BUNDLED"
 }
 
 scores() {
-    [ -f "$CANDIDATE/shortcuts/shortcuts.json" ] || python -m modeling.analysis.shortcuts --model "$CANDIDATE" --data "$DATA" \
-        --output-dir "$CANDIDATE/shortcuts" --title "$(basename "$RUN") (as deployed)"
+    [ -f "$CANDIDATE/shortcuts/shortcuts.json" ] || python -m modeling.analysis.shortcuts --model "$CANDIDATE" \
+        --data "$DATA" --output-dir "$CANDIDATE/shortcuts" --title "$(basename "$RUN") (as deployed)"
     [ -f "$CANDIDATE/eval-validation/metrics.json" ] || python evaluate.py --model "$CANDIDATE" --data "$DATA" \
         --split validation --output-dir "$CANDIDATE/eval-validation"
     [ -f "$CANDIDATE/validation_thresholds.json" ] || python -m scripts.threshold_images "$CANDIDATE" --data "$DATA" \

@@ -80,8 +80,7 @@ def network_scores(model_dir: Path, data: str, cache: Path) -> dict[str, Any]:
 
     network = PneumoniaClassifier.from_pretrained(model_dir)
     scores = view_scores(network, data, model_dir / SPLIT_NAME, {"the image alone": []})["the image alone"]
-    shown = model_dir.resolve().relative_to(ROOT) if model_dir.resolve().is_relative_to(ROOT) else model_dir
-    record = {"model": str(shown), "weights_sha256": weights, "as_is": scores["per_change"]["as is"],
+    record = {"model": shown(model_dir), "weights_sha256": weights, "as_is": scores["per_change"]["as is"],
               "changes": sum(v for k, v in scores["per_change"].items() if k != "as is") / (len(scores["per_change"]) - 1),
               "per_change": scores["per_change"]}
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +113,7 @@ def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = 
     old = rule_inputs(bundled, bundled_scores or bundled_shortcuts(bundled), data,
                       history / f"{_name(bundled)}.network-scores.json")
     chosen, rows = replaces(new, old)
-    decision = {"replaces": chosen, "candidate": _shown(candidate), "bundled": _name(bundled),
+    decision = {"replaces": chosen, "candidate": shown(candidate), "bundled": _name(bundled),
                 "candidate_weights_sha256": file_sha256(candidate / "model.safetensors"),
                 "rule": "scripts/publish_bundle.py: replaces", "criteria": rows}
     write_json_atomic(candidate / DECISION, decision)
@@ -126,7 +125,7 @@ def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = 
     return decision
 
 
-def _shown(folder: Path) -> str:
+def shown(folder: Path) -> str:
     """A folder as the records show it: below the repository, or below ~ (never a server's home)."""
     folder = folder.resolve()
     return str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else

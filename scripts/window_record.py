@@ -12,6 +12,7 @@ from pathlib import Path
 
 from modeling.runtime.files import write_json_atomic
 from modeling.training.checkpointing import latest_checkpoint
+from scripts.publish_bundle import shown
 
 VALIDATION = ("val_calibrated_loss", "val_roc_auc", "val_sensitivity", "val_specificity")
 
@@ -19,9 +20,11 @@ VALIDATION = ("val_calibrated_loss", "val_roc_auc", "val_sensitivity", "val_spec
 def command_of(args: dict) -> str:
     """The train.py options that made a window's run, from the arguments its checkpoint logged."""
     sizes = ",".join(f"{size}:{share:g}" for size, share in args.get("budget_sizes") or [])
-    words = ["python train.py --data", args["data"], "--output-dir", str(args["output_dir"]).replace(str(Path.home()), "~"), "--init-from", args["init_from"],
-             "--time-budget", f"{args['time_budget'] / 60:g}m", *(["--budget-sizes", sizes] if sizes else []),
-             "--augment", args["augment"], *(["--train-layers", args["train_layers"]] if args.get("train_layers") else []),
+    words = ["python train.py --data", args["data"], "--output-dir", shown(Path(args["output_dir"])),
+             "--init-from", args["init_from"], "--time-budget", f"{args['time_budget'] / 60:g}m",
+             *(["--budget-sizes", sizes] if sizes else []),
+             "--augment", args["augment"],
+             *(["--train-layers", args["train_layers"]] if args.get("train_layers") else []),  # an option of 13118b6
              "--lr", f"{args['lr']:g}", "--warmup-epochs", f"{args['warmup_epochs']:g}"]
     return " ".join(str(word) for word in words)
 

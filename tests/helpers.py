@@ -5,6 +5,7 @@ Checks that need the whole Kermany splits use ../shared/data (or PNEUMONIA_SHARE
 there, and are skipped where it is not (`needs_full_data`)."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import os
@@ -80,3 +81,26 @@ def evaluate_cli(*argv: str) -> str:
     """`python evaluate.py ARGV` in this process, as predict_cli."""
     import evaluate
     return printed_by(lambda args: evaluate.evaluate(evaluate.parse_args(args)), argv)
+
+
+def modeling_imports(path: Path, package: Path = REPO / "modeling") -> set[str]:
+    """The modules of `package` (dotted below it; "" for the package itself) that a file imports anywhere in it,
+    relative imports and imports inside functions included; the file may lie inside the package or beside it."""
+    where = path.relative_to(package.parent).with_suffix("").parts
+    inside = list(where[1:-1]) if where[0] == package.name else []  # the file's subpackage, below the package
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = inside[:len(inside) - node.level + 1] + (node.module.split(".") if node.module else [])
+            elif node.module == package.name or (node.module or "").startswith(package.name + "."):
+                parts = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:  # `from .pkg import module` or `from .module import name`
+                candidate = parts + [alias.name]
+                found.add(".".join(candidate if package.joinpath(*candidate).with_suffix(".py").exists() else parts))
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.removeprefix(package.name + ".") for alias in node.names
+                         if alias.name.startswith(package.name + "."))
+    return found

@@ -1,5 +1,4 @@
 """Hub packaging: loading from a local folder and an offline Hub cache, timm compatibility, strict loading, card."""
-import ast
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
 from modeling.hub import build_card, model_operations, space_operations
 from modeling.training.run_log import epoch_cost, training_precision
-from tests.helpers import KERMANY, REPO, evaluate_cli, run_script
+from tests.helpers import KERMANY, REPO, evaluate_cli, modeling_imports, run_script
 from tests.hub_cache import add_to_hub_cache
 
 REPO_ID = "pneumonia-xray/tiny-test"
@@ -193,17 +192,10 @@ def test_the_space_ships_the_runtime_alone_and_everything_it_imports():
     code = {path for path in operations if path.startswith("modeling/")}
     assert code and all(path == "modeling/__init__.py" or path.startswith("modeling/runtime/") for path in code)
     # every modeling import of the uploaded code (app.py included) is an uploaded file
-    wanted = set()
-    for path in (p for p in operations if p.endswith(".py")):
-        package = Path(path).parent.parts
-        for node in ast.walk(ast.parse((REPO / path).read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("modeling")):
-                base = list(package[:len(package) - node.level + 1]) if node.level else []
-                parts = base + (node.module.split(".") if node.module else [])
-                for alias in node.names:  # `from pkg import module` or `from module import name`
-                    as_module = "/".join(parts + [alias.name]) + ".py"
-                    wanted.add(as_module if (REPO / as_module).exists() else "/".join(parts) + ".py")
-    wanted = {p if (REPO / p).exists() else p.removesuffix(".py") + "/__init__.py" for p in wanted}
+    imported = {name for path in operations if path.endswith(".py") for name in modeling_imports(REPO / path)}
+    files = [Path("modeling", *name.split(".")) if name else Path("modeling") for name in imported]
+    wanted = {str(f.with_suffix(".py")) if (REPO / f).with_suffix(".py").exists() else str(f / "__init__.py")
+              for f in files}
     assert wanted <= operations, sorted(wanted - operations)
 
 

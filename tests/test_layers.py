@@ -1,12 +1,11 @@
 """The architecture, as the tree shows it: modeling/'s subpackages, each allowed to import only those below it
 (imports inside functions count), no module importing itself back, and a runtime that needs no training,
 analysis or plotting library. A deployment ships modeling/runtime/ alone."""
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import REPO, modeling_imports
 
 PACKAGE = REPO / "modeling"
 # bottom first: a module may import from its own subpackage or a lower one, never a higher one
@@ -24,29 +23,8 @@ def modules() -> list[Path]:
     return [path for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"]
 
 
-def imports_of(path: Path) -> set[str]:
-    """The modeling modules (dotted below modeling/) a file imports anywhere in it."""
-    package = module_name(path).split(".")[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package[:len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.startswith("modeling."):
-                parts = node.module.split(".")[1:]
-            else:
-                continue
-            for alias in node.names:  # `from .pkg import module` or `from .module import name`
-                candidate = ".".join(parts + [alias.name])
-                found.add(candidate if (PACKAGE / f"{candidate.replace('.', '/')}.py").exists() else ".".join(parts))
-        elif isinstance(node, ast.Import):
-            found.update(alias.name.removeprefix("modeling.") for alias in node.names
-                         if alias.name.startswith("modeling."))
-    return found
-
-
 def graph() -> dict[str, set[str]]:
-    return {module_name(path): imports_of(path) for path in modules()}
+    return {module_name(path): modeling_imports(path, PACKAGE) for path in modules()}
 
 
 def subpackage(module: str) -> str:

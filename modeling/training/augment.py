@@ -324,6 +324,8 @@ class BatchAugment:
     def __call__(self, pixels: torch.Tensor, output_size: int | None = None,
                  thorax_boxes: torch.Tensor | None = None) -> torch.Tensor:
         n, device = pixels.shape[0], pixels.device
+        if self.generator.device != device:  # never told the batch's device (set_epoch): draw there, from epoch 0
+            self.set_epoch(0, device=device)
         channels = pixels.shape[1]
         # radiographs are grey: when every channel is the same, augment one and copy it (a third of the work)
         grey = channels > 1 and bool((pixels[:, :1] == pixels[:, 1:]).all())
