@@ -13,7 +13,9 @@
 # checkpoint, so a stopped window goes on where it stopped and still ends on time. The rule
 # (scripts/publish_bundle.py, `replaces`) reads validation and the shortcut scores only; the test split is evaluated
 # for a candidate the rule chose, once, and reported whatever it shows. Nothing is committed: read `git diff`, then
-# commit. Set RUN (the training run), CANDIDATE (its finalized folder, $RUN-bundle), DATA or FORMATS to point elsewhere.
+# commit. Set RUN (the training run), CANDIDATE (its finalized folder, $RUN-bundle), DATA or FORMATS to point elsewhere,
+# and INIT to continue an earlier window's finalized candidate instead of the bundle, where its folder survived (the
+# rule still compares with the bundle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET=${1:?usage: bash scripts/make_bundle.sh BUDGET [train|finalize|scores|decide|test|publish|status ...]}
@@ -22,14 +24,15 @@ RUN=${RUN:-runs/window}
 DATA=${DATA:-../shared/data/chest_xray}
 FORMATS=${FORMATS:-../shared/data/formats}
 BUNDLED=weights/pneumonia-resnet50
+INIT=${INIT:-$BUNDLED}
 CANDIDATE=${CANDIDATE:-$RUN-bundle}
 
 step() { echo "== $(date +%H:%M) $*" >&2; }
 
 train() {
     [ -f "$RUN/training_log.json" ] && return
-    step "training $RUN from $BUNDLED for $BUDGET"
-    python train.py --data "$DATA" --output-dir "$RUN" --init-from "$BUNDLED" --time-budget "$BUDGET" \
+    step "training $RUN from $INIT for $BUDGET"
+    python train.py --data "$DATA" --output-dir "$RUN" --init-from "$INIT" --time-budget "$BUDGET" \
         --budget-sizes 176:0.5,224:0.5 --augment thorax --lr 3e-4 --warmup-epochs 0.3 --resume --no-finalize
 }
 
