@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from .config import ModelConfig
+from .dicom import HeaderCheck, is_dicom, read_header
 
 ImageSource = Union[str, Path, bytes]
 
@@ -47,7 +48,7 @@ def read_image(source: ImageSource, max_side: int | None = DECODE_MAX_SIDE) -> I
     data = source if isinstance(source, bytes) else _read_bytes(Path(source))
     if len(data) == 0:
         raise ImageLoadError("The file is empty.")
-    if _is_dicom(data):
+    if is_dicom(data):
         return _read_dicom(data, max_side)
     try:
         with warnings.catch_warnings():
@@ -120,26 +121,21 @@ def _check_size(size: tuple[int, int]) -> None:
                              f"X-ray (aspect ratio above {MAX_ASPECT:g}:1).")
 
 
-def dicom_identifiers(data: bytes) -> dict[str, str]:
-    """The StudyInstanceUID and SeriesInstanceUID of a DICOM file's bytes ({} for other formats, and for a header
-    that cannot be read: reading the image then says why)."""
-    if not _is_dicom(data):
-        return {}
-    import pydicom
-    try:
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - pydicom raises many types for a damaged header
-        return {}
-    return {"study_uid": str(header.get("StudyInstanceUID", "")), "series_uid": str(header.get("SeriesInstanceUID", ""))}
-
-
-def _is_dicom(data: bytes) -> bool:
-    return len(data) > 132 and data[128:132] == b"DICM"
+def read_checked(source: ImageSource, max_side: int | None = DECODE_MAX_SIDE) -> tuple[Image.Image | None, HeaderCheck | None]:
+    """(the decoded image, the DICOM header's check): a file its header refuses (`HeaderCheck.verdict`) is never
+    decoded, and comes back as (None, check). Other formats have no check."""
+    data = source if isinstance(source, bytes) else _read_bytes(Path(source))
+    check = read_header(data)
+    if check is not None and check.verdict is not None:
+        return None, check
+    return read_image(data, max_side), check
 
 
 def _read_dicom(data: bytes, max_side: int | None = DECODE_MAX_SIDE) -> Image.Image:
-    """DICOM to an 8-bit grey image: modality LUT, reduction, the file's VOI window or else `window_to_uint8`,
-    MONOCHROME1 inverted. The pixel data is decoded once."""
+    """DICOM to an 8-bit grey or RGB image: modality LUT, reduction, the file's VOI window or else `window_to_uint8`,
+    MONOCHROME1 inverted; colour (YBR converted to RGB by pydicom) scaled to 8 bits. The pixel data is decoded once,
+    by pydicom with its plugins (pylibjpeg's libjpeg, openjpeg and RLE; pyjpegls), which read every transfer syntax
+    a PACS sends; a multi-frame file gives its first frame."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -149,17 +145,24 @@ def _read_dicom(data: bytes, max_side: int | None = DECODE_MAX_SIDE) -> Image.Im
         raise ImageLoadError(f"The DICOM file could not be read ({error}).") from None
     if "PixelData" not in dataset:
         raise ImageLoadError("The DICOM file holds no image (no pixel data).")
-    rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    if not rows or not columns:
+        raise ImageLoadError("The DICOM header gives no image size (Rows and Columns).")
     _check_size((columns, rows))
     try:
-        pixels = dataset.pixel_array
-    except Exception as error:
-        raise ImageLoadError(f"The DICOM pixel data could not be decoded ({error}).") from None
-    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
-        pixels = pixels[0]  # multi-frame: first frame
+        pixels = dataset.pixel_array if _frames(dataset) == 1 else pydicom.pixels.pixel_array(dataset, index=0)
+    except Exception:  # noqa: BLE001 - each decoder plugin raises its own types
+        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
+        raise ImageLoadError(f"The DICOM pixel data ({syntax.name if syntax else 'no transfer syntax'}) could not be "
+                             "decoded: it is damaged, or in an encoding that no installed decoder reads.") from None
     photometric = dataset.get("PhotometricInterpretation", "MONOCHROME2")
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        return _reduce(Image.fromarray(np.asarray(pixels, dtype=np.uint8)), max_side)
+        if pixels.ndim == 2:  # PALETTE COLOR: pydicom applies the palette
+            pixels = pydicom.pixels.apply_color_lut(pixels, dataset)
+        bits = int(dataset.get("BitsStored", 8))
+        rgb = np.round(pixels.astype(np.float64) * (255 / (2 ** bits - 1))).astype(np.uint8) if bits != 8 \
+            else np.asarray(pixels, dtype=np.uint8)
+        return _reduce(Image.fromarray(rgb), max_side)
     values = reduce_array(apply_modality_lut(pixels, dataset), _reduction((columns, rows), max_side))
     if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
         windowed = np.asarray(apply_voi_lut(values, dataset), dtype=np.float64)
@@ -169,6 +172,13 @@ def _read_dicom(data: bytes, max_side: int | None = DECODE_MAX_SIDE) -> Image.Im
     if photometric == "MONOCHROME1":
         grey = 255 - grey
     return Image.fromarray(grey, mode="L")
+
+
+def _frames(dataset) -> int:
+    try:
+        return max(1, int(dataset.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def window_to_uint8(values: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
