@@ -36,10 +36,12 @@ import numpy as np  # noqa: E402
 from gradio.utils import NamedString  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from modeling import ImageLoadError, ModelLoadError, Predictor, read_image, to_rgb  # noqa: E402
+from modeling import ImageLoadError, ModelLoadError, Predictor, to_rgb  # noqa: E402
+from modeling.runtime.dicom import HeaderCheck  # noqa: E402
+from modeling.runtime.preprocessing import read_checked  # noqa: E402
 from modeling.runtime.display import overlay, preview  # noqa: E402
 from modeling.runtime.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
-from modeling.runtime.worklist import UNREADABLE, Entry, make_entry, sort_key  # noqa: E402
+from modeling.runtime.worklist import UNREADABLE, Entry, header_fields, make_entry, sort_key  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
@@ -56,7 +58,7 @@ NOT_AN_XRAY_TEXT = ("### This does not look like a chest X-ray\n"
 UNLIKE_TRAINING_TEXT = ("**This is unlike the X-rays the model was trained on** (children aged one to five from one "
                         "hospital): an adult's X-ray, another kind of view or another hospital's equipment, say. "
                         "The result below is shown, but it may well be wrong.")
-BATCH_HEADERS = ["rank", "file", "p_pneumonia", "result", "upload_order"]
+BATCH_HEADERS = ["rank", "file", "p_pneumonia", "result", "upload_order", "warnings"]
 
 
 def decision_text(p_positive: float, threshold: float) -> str:
@@ -107,8 +109,9 @@ class Uploads:
         kept = set().union(*(getattr(block, "keep_in_cache", set()) for block in self.demo.blocks.values()))
         return path in self.demo.upload_file_set or path in kept
 
-    def read(self, path: str) -> Image.Image:
-        """The decoded image (raises ImageLoadError with a sentence a user can act on)."""
+    def read(self, path: str) -> tuple[Image.Image | None, HeaderCheck | None]:
+        """(the decoded image, a DICOM header's check): None for an image its header refuses, which is never
+        decoded (raises ImageLoadError with a sentence a user can act on)."""
         name = Path(path).name
         try:
             size = os.path.getsize(path)
@@ -119,7 +122,7 @@ class Uploads:
             raise ImageLoadError(f"{name} was not uploaded to this demo; please upload the image.")
         try:  # large images one at a time: each is reduced while decoding, but its file is read whole
             with self.large if size > LARGE_IMAGE_BYTES else contextlib.nullcontext():
-                return read_image(path)
+                return read_checked(path)
         except ImageLoadError as error:
             raise ImageLoadError(f"{name}: {error}") from None
 
@@ -149,9 +152,11 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
             if not file:
                 raise gr.Error("Please upload a chest X-ray image first.")
             try:
-                image = uploads.read(file)
+                image, check = uploads.read(file)
             except ImageLoadError as error:
                 raise gr.Error(str(error)) from None
+            if image is None:
+                return None, f"### Not assessed: {check.verdict}\n{check.reason}.", None
             try:
                 analysis = predictor.analyse([image])
                 probs, verdict = analysis.probabilities[0], analysis.verdicts[0]
@@ -166,14 +171,16 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
             text = decision_text(confidences[config.positive_label], threshold)
             if verdict != IN_DISTRIBUTION:
                 text += "\n\n" + UNLIKE_TRAINING_TEXT
-            if "note" in image.info:
-                text += f"\n\n*Note: {image.info['note']}*"
+            for note in [image.info.get("note")] + [w.text for w in (check.warnings if check else ())]:
+                if note:
+                    text += f"\n\n*Note: {note}.*"
             return confidences, text, shown
 
         def show_upload(file: str | None):
             """The browser's preview of an upload."""
             try:
-                return preview(to_rgb(uploads.read(file))) if file else None
+                image = uploads.read(file)[0] if file else None
+                return preview(to_rgb(image)) if image is not None else None
             except ImageLoadError:
                 return None
 
@@ -182,19 +189,27 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
             files after them; the CSV in the same order, with the upload order kept."""
             if not files:
                 raise gr.Error("Please upload one or more images.")
-            entries, images, positions = [], [], []
+            entries, images, positions, checks = [], [], [], {}
             for order, path in enumerate(progress.tqdm(files, desc="Reading images")):
                 try:
-                    images.append(uploads.read(path))
-                    positions.append(order)
+                    image, checks[order] = uploads.read(path)
                 except ImageLoadError as error:
                     entries.append(Entry(order, Path(path).name, UNREADABLE, reason=str(error)))
+                    continue
+                if image is None:  # refused by its DICOM header
+                    check = checks[order]
+                    entries.append(Entry(order, Path(path).name, check.verdict, reason=check.reason,
+                                         **header_fields(check)))
+                else:
+                    images.append(image)
+                    positions.append(order)
             progress(0.5, desc=f"Analysing {len(images)} images")
             analysis = predictor.analyse(images)
             for order, p, verdict in zip(positions, analysis.probabilities[:, config.positive_index],
                                          analysis.verdicts):
-                entries.append(make_entry(order, Path(files[order]).name, p, verdict, decimals=4))
-            rows = [[rank, e.name, e.probability, e.result(threshold), e.order + 1]
+                entries.append(make_entry(order, Path(files[order]).name, p, verdict, decimals=4,
+                                          **header_fields(checks[order])))
+            rows = [[rank, e.name, e.probability, e.result(threshold), e.order + 1, e.warnings]
                     for rank, e in enumerate(sorted(entries, key=sort_key), 1)]
             def write_csv(path: str) -> None:
                 with open(path, "w", newline="") as f:

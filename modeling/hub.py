@@ -69,7 +69,7 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         model_name=model_name, license="cc-by-4.0", library_name="timm", pipeline_tag="image-classification",
-        tags=["image-classification", "timm", "medical-imaging", "chest-x-ray", "pneumonia"],
+        tags=["image-classification", "timm", "transformers", "medical-imaging", "chest-x-ray", "pneumonia"],
         datasets=[DATASET_ID], base_model=base_model, metrics=list(CARD_METRICS),
         eval_results=[EvalResult(task_type="image-classification", dataset_type=DATASET_ID,
                                  dataset_name="Chest X-Ray Images (Pneumonia), Kermany et al. 2018",

@@ -19,7 +19,7 @@ from PIL import Image
 
 import app
 from modeling import Predictor, read_image
-from tests.helpers import FORMATS, KERMANY, REPO, evaluate_cli, free_port, run_script
+from tests.helpers import FORMATS, KERMANY, REPO, SHIPPED, evaluate_cli, free_port, run_script
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +162,10 @@ def test_a_cache_file_the_client_did_not_upload_is_refused_and_kept(server, smal
 
 
 def _render_dicom_independently(path: Path) -> Image.Image:
-    """The windowing rule for grey without a window of its own, written out: the 0.5-99.5 percentiles."""
+    """The windowing rule for grey without a window of its own, written out: the 0.5-99.5 percentiles. The JPEG
+    is decoded by Pillow, which agrees to the bit with dcmtk (tests/test_transfer_syntaxes.py)."""
     dataset = pydicom.dcmread(path)
-    pixels = dataset.pixel_array.astype(np.float64)
+    pixels = pydicom.pixels.pixel_array(dataset, decoding_plugin="pillow").astype(np.float64)
     low, high = np.percentile(pixels, (0.5, 99.5))
     grey = np.round((np.clip(pixels, low, high) - low) / (high - low) * 255).astype(np.uint8)
     if dataset.PhotometricInterpretation == "MONOCHROME1":
@@ -178,7 +179,8 @@ def test_dicom_gives_the_same_result_as_the_equivalent_png(server, tmp_path, nam
     equivalent = save(tmp_path, name.replace(".dcm", ".png"), png(_render_dicom_independently(FORMATS / name)))
     from_dicom, from_png = predict(client, FORMATS / name), predict(client, equivalent)
     assert p_pneumonia(from_dicom) == pytest.approx(p_pneumonia(from_png), abs=1e-6)
-    assert from_dicom[1] == from_png[1]
+    age_note = "\n\n*Note: PatientAge 62 is outside the training population (children aged 1 to 5): the result may not hold.*"
+    assert from_dicom[1] == from_png[1] + age_note  # the header's warning is the one difference
 
 
 def _truncated_jpeg() -> bytes:
@@ -322,6 +324,27 @@ def test_batch_mode_is_a_worklist_sorted_by_probability(server, tmp_path, evalua
     with open(csv_path) as f:
         written = list(csv.reader(f))
     assert written[0] == app.BATCH_HEADERS and [r[1] for r in written[1:]] == [r[1] for r in rows]
+
+
+def test_a_dicom_headers_refusals_and_warnings_reach_the_demo(server):
+    """A lateral and a CT are refused from their headers, with the tag that says why; an adult's frontal image is
+    assessed, with the age warning; the batch tab gives the same reasons and warnings."""
+    _, client = server
+    studies = SHIPPED / "dicom-studies"
+    lateral, ct, frontal = (studies / "study-a" / "lateral.dcm", studies / "study-b" / "ct.dcm",
+                            studies / "study-a" / "frontal.dcm")
+    label, text, heatmap = predict(client, lateral)
+    assert not label and heatmap is None and "not a frontal view" in text and "ViewPosition is LL" in text
+    label, text, _ = predict(client, ct)
+    assert not label and "not a radiograph" in text and "Modality is CT" in text
+    result = predict(client, frontal, heatmap=False)
+    assert 0 <= p_pneumonia(result) <= 1 and "PatientAge 062Y is outside the training population" in result[1]
+    table, _ = client.predict([handle_file(str(p)) for p in (lateral, frontal, ct)], api_name="/predict_batch")
+    rows = {row[1]: row for row in table["data"]}
+    assert rows["frontal.dcm"][2] is not None and "PatientAge 062Y" in rows["frontal.dcm"][5]
+    assert rows["lateral.dcm"][2] is None and rows["lateral.dcm"][3].startswith("not assessed: ViewPosition is LL")
+    assert rows["ct.dcm"][3].startswith("not assessed: Modality is CT")
+    assert table["data"][0][1] == "frontal.dcm"  # the assessed image first
 
 
 def test_threshold_changes_the_decision_not_the_probability(server):

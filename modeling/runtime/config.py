@@ -76,6 +76,9 @@ class ModelConfig:
                 "crop_mode": "squash",
                 "num_classes": self.num_classes,
             },
+            # transformers' TimmWrapper (pipeline("image-classification")) loads the weights in this dtype; its
+            # default, "auto", would follow the bfloat16 they are stored in
+            "dtype": "float32",
             "inference": {
                 "positive_label": self.positive_label,
                 "threshold": self.threshold,

@@ -3,6 +3,7 @@
     predictor = Predictor.from_pretrained("weights/pneumonia-resnet50")   # or a Hub id
     analysis = predictor.analyse([load_rgb("xray.png")])
     analysis.probabilities[0], analysis.verdicts[0]
+    assessment = predictor.assess_file("image.dcm")   # a file: a DICOM header's checks first (modeling.runtime.dicom)
 
 evaluate.py, the app, the benchmarks, `modeling.training.finalize` and training-time validation all run a
 network through `Predictor`, so they compute the same numbers the same way:
@@ -39,7 +40,7 @@ from .gate import load_deployed as load_xray_gate
 from .host import cpu_model
 from .model import PneumoniaClassifier
 from .ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, ood_verdicts
-from .preprocessing import eval_transform, normalize, to_rgb
+from .preprocessing import ImageSource, eval_transform, normalize, read_checked, to_rgb
 from .probability import calibrated_probs
 from .quantize import Int8Forward, load_calibration
 from .reference import FALLBACK, REFERENCE_NAME, disagreement, load_reference
@@ -110,6 +111,15 @@ class Analysis:
     @property
     def in_distribution(self) -> np.ndarray:
         return self.verdicts == IN_DISTRIBUTION
+
+
+@dataclass
+class FileAssessment:
+    probability: Optional[float]  # calibrated P(pneumonia); None where the image was refused or is not a chest X-ray
+    verdict: str  # one of modeling.runtime.ood.VERDICTS or modeling.runtime.dicom.HEADER_VERDICTS
+    reason: str = ""  # why the header refused it
+    warnings: tuple[str, ...] = ()  # the DICOM header's
+    image: Optional[Image.Image] = None  # the decoded image, where one was decoded
 
 
 class Predictor:
@@ -302,6 +312,19 @@ class Predictor:
         if not probs:
             return Analysis(np.zeros((0, self.config.num_classes)), np.zeros(0, dtype=object))
         return Analysis(np.concatenate(probs), np.concatenate(verdicts))
+
+    def assess_file(self, source: ImageSource) -> "FileAssessment":
+        """One file as the worklist and the SR see it: a DICOM header that refuses the image (not a radiograph, not
+        a frontal view) gives that verdict and no probability, without decoding a pixel; the header's warnings come
+        with any result. Raises ImageLoadError for a file that cannot be read."""
+        image, check = read_checked(source)
+        warnings = tuple(w.text for w in check.warnings) if check is not None else ()
+        if image is None:
+            return FileAssessment(None, check.verdict, check.reason, warnings)
+        analysis = self.analyse([to_rgb(image)])
+        verdict = analysis.verdicts[0]
+        probability = None if verdict == NOT_AN_XRAY else float(analysis.probabilities[0, self.config.positive_index])
+        return FileAssessment(probability, verdict, "", warnings, image)
 
     def probabilities(self, images: Sequence[Image.Image], batch_size: Optional[int] = None) -> np.ndarray:
         """Calibrated class probabilities, shape (N, C)."""

@@ -15,6 +15,7 @@ Training augmentation runs on whole batches on the device: `modeling.training.au
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -150,7 +151,7 @@ def _read_dicom(data: bytes, max_side: int | None = DECODE_MAX_SIDE) -> Image.Im
         raise ImageLoadError("The DICOM header gives no image size (Rows and Columns).")
     _check_size((columns, rows))
     try:
-        pixels = dataset.pixel_array if _frames(dataset) == 1 else pydicom.pixels.pixel_array(dataset, index=0)
+        pixels = _decode_first_frame(dataset)
     except Exception:  # noqa: BLE001 - each decoder plugin raises its own types
         syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
         raise ImageLoadError(f"The DICOM pixel data ({syntax.name if syntax else 'no transfer syntax'}) could not be "
@@ -172,6 +173,21 @@ def _read_dicom(data: bytes, max_side: int | None = DECODE_MAX_SIDE) -> Image.Im
     if photometric == "MONOCHROME1":
         grey = 255 - grey
     return Image.fromarray(grey, mode="L")
+
+
+PILLOW_FIRST = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")  # JPEG Baseline and Extended
+
+
+def _decode_first_frame(dataset) -> np.ndarray:
+    """The first frame's pixels. Baseline and extended JPEG go to Pillow first: its libjpeg-turbo decodes them to the
+    bit as dcmtk does, where pylibjpeg's libjpeg differs by up to 2 levels; 12-bit JPEG, which Pillow refuses, and
+    every other syntax go to pydicom's plugins in their own order."""
+    from pydicom.pixels import pixel_array
+    index = None if _frames(dataset) == 1 else 0
+    if str(getattr(dataset.file_meta, "TransferSyntaxUID", "")) in PILLOW_FIRST and dataset.get("BitsStored", 8) <= 8:
+        with contextlib.suppress(Exception):
+            return pixel_array(dataset, index=index, decoding_plugin="pillow")
+    return pixel_array(dataset, index=index)
 
 
 def _frames(dataset) -> int:
