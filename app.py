@@ -38,9 +38,9 @@ from PIL import Image  # noqa: E402
 
 from modeling import ImageLoadError, ModelLoadError, Predictor, to_rgb  # noqa: E402
 from modeling.runtime.dicom import HeaderCheck  # noqa: E402
-from modeling.runtime.preprocessing import read_checked  # noqa: E402
 from modeling.runtime.display import overlay, preview  # noqa: E402
 from modeling.runtime.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
+from modeling.runtime.preprocessing import read_checked  # noqa: E402
 from modeling.runtime.worklist import UNREADABLE, Entry, header_fields, make_entry, sort_key  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -307,6 +307,7 @@ def study_worklist_rows(entries: Iterable[Entry], threshold: float) -> Iterator[
 def write_study_reports(entries: list[Entry], sources: dict[str, Any], identity: ModelIdentity, folder: Path) -> int:
     """One SR per study with an image assessed, its images' headers read again; returns how many were written."""
     import pydicom
+
     from modeling.runtime.dicom_results import ImageResult
     written = 0
     for study in studies(entries):

@@ -199,3 +199,15 @@ def test_an_object_that_fails_while_written_leaves_nothing_on_disk(tmp_path):
     with pytest.raises(Exception):
         write_atomic(dataset, tmp_path / "out.dcm")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_predictor_assesses_a_file_as_the_worklist_does(outputs):
+    from modeling import Predictor
+    predictor = Predictor.from_pretrained(BUNDLE)
+    lateral = predictor.assess_file(STUDIES / "study-a" / "lateral.dcm")
+    assert (lateral.probability, lateral.verdict, lateral.image) == (None, NOT_FRONTAL, None)
+    assert "ViewPosition is LL" in lateral.reason
+    frontal = predictor.assess_file(STUDIES / "study-b" / "multi-frame.dcm")
+    row = by_path(read_rows(outputs / "files.csv"))["study-b/multi-frame.dcm"]
+    assert frontal.probability == pytest.approx(float(row["p_pneumonia"]), abs=1e-6)
+    assert any("2 frames" in w for w in frontal.warnings) and frontal.verdict == row["verdict"]

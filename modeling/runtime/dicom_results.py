@@ -24,8 +24,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .dicom import AGE_WARNING, BODY_PART_WARNING, MULTI_FRAME_WARNING, NO_STUDY_WARNING, NOT_A_RADIOGRAPH, \
-    NOT_FRONTAL, check_header
+from .dicom import (
+    AGE_WARNING,
+    BODY_PART_WARNING,
+    MULTI_FRAME_WARNING,
+    NO_STUDY_WARNING,
+    NOT_A_RADIOGRAPH,
+    NOT_FRONTAL,
+    check_header,
+)
 from .ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING
 from .worklist import UNREADABLE
 
@@ -101,7 +108,7 @@ def _group(result: ImageResult, identity: ModelIdentity, index: int):
     algorithm = AlgorithmIdentification(
         name=identity.name, version=identity.version,
         parameters=[f"weights sha256 {identity.weights_sha256}", f"threshold {identity.threshold:.4f}",
-                    f"threshold rule: {identity.threshold_rule}"])
+                    f"threshold rule: {identity.threshold_rule} (chosen on validation; the model card says why)"])
     unit = _code("1", "no units", "UCUM")
     measurements, evaluations = [], []
     if result.probability is not None:
