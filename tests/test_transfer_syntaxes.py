@@ -44,7 +44,7 @@ def _decodable(dataset) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            dataset.pixel_array
+            _ = dataset.pixel_array
         except Exception:  # noqa: BLE001 - each plugin raises its own types
             return False
     return min(int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)) >= MIN_SIDE
