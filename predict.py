@@ -60,6 +60,7 @@ from modeling.runtime.files import (
     WEIGHTS_NAME,
     ModelLoadError,
     file_sha256,
+    file_written_whole,
     looks_like_path,
     resolve_model_folder,
     write_json_atomic,
@@ -234,11 +235,8 @@ def write_heatmaps(predictor: Predictor, record: dict[str, Any], pngs: Optional[
     picture = overlay(record["preview"], predictor.grad_cam(record["pixels"]))
     name = record["item"].name
     if pngs is not None:
-        path = pngs / (name + ".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with file_written_whole(pngs / (name + ".png")) as tmp:
+            picture.save(tmp, format="PNG")
     check: Optional[HeaderCheck] = record["check"]
     if captures is not None and check is not None and check.study_uid and check.sop_uid:
         import numpy as np
@@ -252,12 +250,10 @@ def write_heatmaps(predictor: Predictor, record: dict[str, Any], pngs: Optional[
 
 
 def write_part(entries: list[Entry], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with file_written_whole(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, PART_FIELDS)
         writer.writeheader()
         writer.writerows(asdict(entry) for entry in sorted(entries, key=sort_key))
-    os.replace(tmp, path)
 
 
 def read_part(path: Path) -> Iterator[Entry]:
@@ -322,25 +318,25 @@ def write_study_reports(entries: list[Entry], sources: dict[str, Any], identity:
 
 
 def write_worklist(rows: Iterator[list[Any]], output: Path, form: str, columns: list[str]) -> int:
-    tmp = output.with_name(output.name + ".tmp")
     count = 0
-    if form == "csv":
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow(row)
-                count += 1
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        types = {"rank": pa.int64(), "p_pneumonia": pa.float64(), "images": pa.int64(), "assessed": pa.int64()}
-        schema = pa.schema([(name, types.get(name, pa.string())) for name in columns])
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for block in iter(lambda: list(itertools.islice(rows, 65536)), []):
-                writer.write_table(pa.Table.from_pylist([dict(zip(columns, row)) for row in block], schema=schema))
-                count += len(block)
-    os.replace(tmp, output)
+    with file_written_whole(output) as tmp:
+        if form == "csv":
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(columns)
+                for row in rows:
+                    writer.writerow(row)
+                    count += 1
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+            types = {"rank": pa.int64(), "p_pneumonia": pa.float64(), "images": pa.int64(), "assessed": pa.int64()}
+            schema = pa.schema([(name, types.get(name, pa.string())) for name in columns])
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for block in iter(lambda: list(itertools.islice(rows, 65536)), []):
+                    writer.write_table(pa.Table.from_pylist([dict(zip(columns, row)) for row in block],
+                                                            schema=schema))
+                    count += len(block)
     return count
 
 

@@ -17,7 +17,6 @@ UIDs are derived from the study, the images and the weights, so a rerun writes t
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,6 +32,7 @@ from .dicom import (
     NOT_FRONTAL,
     check_header,
 )
+from .files import file_written_whole
 from .ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING
 from .worklist import UNREADABLE
 
@@ -216,11 +216,6 @@ def _orientation(header) -> tuple[str, str]:
 
 
 def write_atomic(dataset, path: Path) -> None:
-    """Write under a temporary name and rename: no half-written object is ever left at `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    """Write a DICOM file whole or not at all: no half-written object is ever left at `path`."""
+    with file_written_whole(path) as tmp:
         dataset.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

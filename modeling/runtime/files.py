@@ -36,12 +36,24 @@ class ModelLoadError(RuntimeError):
     """A model folder or Hub repo could not be loaded; the message names the problem."""
 
 
+@contextlib.contextmanager
+def file_written_whole(path: Union[str, Path]) -> Iterator[Path]:
+    """A temporary sibling of `path` to write; when the block ends without error it is renamed to `path`, and when
+    it fails it is removed: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Union[str, Path], data: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with file_written_whole(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
