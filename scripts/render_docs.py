@@ -307,14 +307,15 @@ def window_runs() -> list[str]:
     from scripts.publish_bundle import AS_IS_MARGIN
 
     records = [json.loads(path.read_text()) for path in sorted((DOCS / "windows").glob("*.json"))]
-    lines = ["Each window's run from the bundled network, on validation (the calibrated log-loss after each epoch; the "
-             "rule's first criterion allows the bundle's times "
-             f"{1 + AS_IS_MARGIN:.2f}), whether or not it reached a candidate; `python -m scripts.window_record RUN`:",
-             "", "| run | layers trained | augmentation | peak lr | calibrated log-loss: start, then each epoch | "
-             "ROC-AUC: start, last | ended | command |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["Each window's run, from the bundled network or from an earlier window's candidate where its folder "
+             "survived, on validation (the calibrated log-loss after each epoch; the rule's first criterion allows the "
+             f"bundle's times {1 + AS_IS_MARGIN:.2f}), whether or not it reached a candidate; "
+             "`python -m scripts.window_record RUN`:",
+             "", "| run | continued | layers trained | augmentation | peak lr | calibrated log-loss: start, then each "
+             "epoch | ROC-AUC: start, last | ended | command |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         losses = ", ".join(f"{e['val_calibrated_loss']:.3f}" for e in r["epochs"])
-        lines.append(f"| {r['run']} | {r['trained_layers']} | {r['recipe']} | {r['lr']:g} | "
+        lines.append(f"| {r['run']} | `{r['init_from']}` | {r['trained_layers']} | {r['recipe']} | {r['lr']:g} | "
                      f"{r['start']['val_calibrated_loss']:.3f}; {losses} | {r['start']['val_roc_auc']:.4f}, "
                      f"{r['epochs'][-1]['val_roc_auc']:.4f} | {'its budget' if r['finished'] else 'stopped'} | "
                      f"`{r['command']}` |")

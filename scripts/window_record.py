@@ -21,7 +21,7 @@ def command_of(args: dict) -> str:
     """The train.py options that made a window's run, from the arguments its checkpoint logged."""
     sizes = ",".join(f"{size}:{share:g}" for size, share in args.get("budget_sizes") or [])
     words = ["python train.py --data", args["data"], "--output-dir", shown(Path(args["output_dir"])),
-             "--init-from", args["init_from"], "--time-budget", f"{args['time_budget'] / 60:g}m",
+             "--init-from", shown(Path(args["init_from"])), "--time-budget", f"{args['time_budget'] / 60:g}m",
              *(["--budget-sizes", sizes] if sizes else []),
              "--augment", args["augment"],
              *(["--train-layers", args["train_layers"]] if args.get("train_layers") else []),  # an option of 13118b6
@@ -41,7 +41,7 @@ def window_record(run: Path) -> dict:
     args = state["args"]
     kept = [r for r in state["history"] if r["weights"] == state.get("best_weights", "ema")] or state["history"]
     return {"run": run.name, "finished": finished, "command": state.get("command") or command_of(args),
-            "init_from": args.get("init_from"), "recipe": args.get("augment"),
+            "init_from": shown(Path(args["init_from"])), "recipe": args.get("augment"),
             "trained_layers": args.get("train_layers", "all"), "lr": args["lr"],
             "time_budget_s": args.get("time_budget"), "sizes": args.get("budget_sizes"),
             "start": {key: state["start_validation"][key] for key in VALIDATION},
