@@ -251,6 +251,8 @@ BAD_CHECKPOINTS = {
     "threshold out of range": (dict(config=_edit_config(lambda d: d["inference"].update(threshold=1.5))), "threshold must lie"),
     "bad test-time view": (dict(config=_edit_config(lambda d: d["inference"].update(tta_views=[{"zoom": 0, "degrees": 5}]))),
                            "each of tta_views must be"),
+    "unknown interpolation": (dict(config=_edit_config(lambda d: d["pretrained_cfg"].update(interpolation="sideways"))),
+                              "interpolation 'sideways' is not a mode timm knows"),
     "unknown architecture": (dict(config=_edit_config(lambda d: d.update(architecture="no_such_net"))), "no_such_net"),
     "architecture mismatch": (dict(config=_edit_config(lambda d: d.update(architecture="resnet18"))), "do not match the architecture"),
 }

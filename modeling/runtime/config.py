@@ -124,6 +124,12 @@ class ModelConfig:
                 f"{self.num_classes} label_names")
         if self.num_classes < 2 or len(set(self.label_names)) != self.num_classes:
             raise ConfigError(f"label_names must be at least two distinct names, got {self.label_names}")
+        from timm.data.transforms import str_to_interp_mode  # what the preprocessing resizes with
+        try:
+            str_to_interp_mode(self.interpolation)
+        except KeyError:
+            raise ConfigError(f"pretrained_cfg.interpolation {self.interpolation!r} is not a mode timm knows "
+                              "(bicubic, bilinear, nearest, ...)") from None
         if self.positive_label not in self.label_names:
             raise ConfigError(f"positive_label {self.positive_label!r} is not one of {self.label_names}")
         if input_size is not None and (len(input_size) != 3 or input_size[1] != input_size[2]):

@@ -24,6 +24,7 @@ from typing import Union
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from timm.data.transforms import str_to_interp_mode
 from torchvision.transforms import v2
 
 from .config import ModelConfig
@@ -222,16 +223,11 @@ def load_rgb(source: ImageSource) -> Image.Image:
     return to_rgb(read_image(source))
 
 
-def _interpolation(name: str) -> v2.InterpolationMode:
-    return {"bilinear": v2.InterpolationMode.BILINEAR, "nearest": v2.InterpolationMode.NEAREST}.get(
-        name, v2.InterpolationMode.BICUBIC)
-
-
 def resize_transform(config: ModelConfig) -> v2.Compose:
     """RGB PIL image -> uint8 tensor (3, S, S), the whole image squashed to S x S (what is cached for training)."""
     return v2.Compose([
         v2.PILToTensor(),
-        v2.Resize((config.image_size, config.image_size), interpolation=_interpolation(config.interpolation),
+        v2.Resize((config.image_size, config.image_size), interpolation=str_to_interp_mode(config.interpolation),
                   antialias=True),
     ])
 
@@ -251,7 +247,8 @@ def eval_transform(config: ModelConfig) -> v2.Compose:
 
 
 class Normalize:
-    """`normalize` as a picklable transform (dataloader workers)."""
+    """`normalize` as a picklable transform (dataloader workers). Kept over torchvision's ToDtype(scale=True) and
+    Normalize, which multiply by 1/255 where this divides by 255 and so differ from training in the last bit."""
 
     def __init__(self, config: ModelConfig):
         self.config = config
