@@ -167,6 +167,8 @@ def model_operations(model_dir: Path) -> list[CommitOperationAdd]:
 
 
 def space_operations(root: Path, model_repo: str) -> list[CommitOperationAdd]:
+    """The Space's files as commit operations rather than HfApi.upload_folder: its README's front matter is rewritten
+    in memory to name the model repo, which upload_folder, reading files as they are on disk, cannot do."""
     operations = []
     for pattern in SPACE_PATTERNS:
         for path in sorted(root.glob(pattern)):

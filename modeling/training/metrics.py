@@ -36,7 +36,9 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, threshold: float, n_boot: int = 1000,
                  seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals (resampling images) for every rate in `RATES`."""
+    """Percentile bootstrap intervals (resampling images) for every rate in `RATES`. Kept over scipy.stats.bootstrap,
+    which draws its own resamples for each statistic: here one draw of images serves every rate, so the intervals
+    of all rates (and the published ones) come from the same resamples."""
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
     rng = np.random.default_rng(seed)
