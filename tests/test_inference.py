@@ -54,3 +54,14 @@ def test_cpu_predictor_gives_calibrated_probabilities_and_verdicts(tiny_model_di
     assert len(analysis.verdicts) == 2 and analysis.in_distribution.dtype == bool
     heatmap = predictor.grad_cam(Image.new("L", (256, 256), 128))
     assert heatmap.shape == (64, 64) and 0 <= heatmap.min() <= heatmap.max() <= 1
+
+
+def test_a_deployment_is_read_in_one_step_with_every_artifact_checked():
+    from modeling.runtime.deployment import load_deployment
+    from tests.helpers import REPO
+    bundle = REPO / "weights" / "pneumonia-resnet50"
+    parts = load_deployment(bundle)
+    assert parts.folder == bundle and parts.config.architecture == "resnet50"
+    assert parts.ood is not None and parts.xray_gate is not None and parts.reference is not None
+    assert parts.expected["weights_sha256"] == parts.reference.fitted_for["weights_sha256"]
+    assert load_deployment(bundle, reference=False).reference is None

@@ -32,18 +32,18 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .artifacts import REFIT, check_fitted_for, deployment, file_record
+from .artifacts import REFIT
+from .deployment import load_deployment
 from .explain import grad_cam
-from .files import ModelLoadError, file_sha256, resolve_model_folder
+from .files import ModelLoadError
 from .gate import XrayGate
-from .gate import load_deployed as load_xray_gate
 from .host import cpu_model
 from .model import PneumoniaClassifier
 from .ood import IN_DISTRIBUTION, NOT_AN_XRAY, UNLIKE_TRAINING, StagedDetector, ood_verdicts
 from .preprocessing import ImageSource, eval_transform, normalize, read_checked, to_rgb
 from .probability import calibrated_probs
-from .quantize import Int8Forward, load_calibration
-from .reference import FALLBACK, REFERENCE_NAME, disagreement, load_reference
+from .quantize import Int8Forward
+from .reference import FALLBACK, REFERENCE_NAME, disagreement
 from .views import normalized_views
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -172,48 +172,29 @@ class Predictor:
         The precision that runs is config.json's where it reproduces the folder's reference outputs on this machine
         (`modeling.runtime.reference`), else the next that does, with one logged sentence; `reference_check` says which.
         `precision` forces one (then nothing is checked)."""
-        folder = resolve_model_folder(source, **hub_kwargs)
-        model = PneumoniaClassifier.from_pretrained(folder)
-        config = model.config
-        expected = deployment(config, folder)
-        if config.validation:
-            check_fitted_for("calibration in config.json (temperature, threshold)", config.validation.get("fitted_for"),
-                             expected)
-        ood = None
-        if config.ood.get("file"):
-            check_fitted_for("out-of-distribution detector", config.ood.get("fitted_for"), expected)
-            ood, metadata = StagedDetector.load(folder / config.ood["file"])
-            check_fitted_for("out-of-distribution detector", file_record(metadata, "out-of-distribution detector"),
-                             expected)
-        xray_gate = load_xray_gate(folder, config.xray_gate, expected["split_sha256"]) if config.xray_gate else None
-        calibration, identity = None, None
-        if config.precision == "int8":
-            check_fitted_for("int8 calibration", config.quantization.get("fitted_for"), expected)
-            calibration, metadata = load_calibration(folder / config.quantization["file"])
-            check_fitted_for("int8 calibration", file_record(metadata, "int8 calibration"), expected)
-            identity = f"{expected['weights_sha256']}:{file_sha256(folder / config.quantization['file'])}"
-
+        checked = precision is None and check_reference
+        parts = load_deployment(source, reference=checked, **hub_kwargs)
         def build(path: Optional[str]) -> "Predictor":
-            return cls(model, ood=ood, xray_gate=xray_gate, int8_calibration=calibration, device=device,
-                       compile=compile, precision=path, int8_package_dir=int8_package_dir, int8_identity=identity)
+            return cls(parts.model, ood=parts.ood, xray_gate=parts.xray_gate, int8_calibration=parts.int8_calibration,
+                       device=device, compile=compile, precision=path, int8_package_dir=int8_package_dir,
+                       int8_identity=parts.int8_identity)
 
         predictor = build(precision)
-        if ood is not None and ood.sizes != predictor.feature_sizes():
-            raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {ood.sizes}, this "
-                                 f"version computes {predictor.feature_sizes()}; refit it: {REFIT}")
-        if precision is not None or not check_reference:
+        if parts.ood is not None and parts.ood.sizes != predictor.feature_sizes():
+            raise ModelLoadError(f"The out-of-distribution detector reads feature stages of widths {parts.ood.sizes}, "
+                                 f"this version computes {predictor.feature_sizes()}; refit it: {REFIT}")
+        if not checked:
             predictor.reference_check = "not checked (precision set by the caller)"
             return predictor
         if predictor.device.type == "meta":
             predictor.reference_check = "not checked: the meta device computes shapes, not numbers"
             return predictor
-        if not (folder / REFERENCE_NAME).exists():
+        if parts.reference is None:
             predictor.reference_check = f"not checked: the folder has no {REFERENCE_NAME}"
             LOG.warning("The model folder has no %s: %s runs unchecked against the network's own outputs.",
                         REFERENCE_NAME, predictor.precision)
             return predictor
-        reference = load_reference(folder / REFERENCE_NAME)
-        check_fitted_for("reference outputs file", reference.fitted_for, expected)
+        reference = parts.reference
         misses: dict[str, str] = {}
         for path in [predictor.precision, *FALLBACK[predictor.precision]]:
             candidate = predictor if path == predictor.precision else build(path)

@@ -114,25 +114,28 @@ class PneumoniaClassifier(
         self.save_model_files(save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, Path], **kwargs: Any) -> "PneumoniaClassifier":
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, Path], **hub_kwargs: Any) -> "PneumoniaClassifier":
         """Load from a local folder or a Hub repo id (`revision=`, `cache_dir=`, `token=` ...): the whole folder
         of one revision is resolved first, so config.json, the weights and the files beside them agree."""
-        hub_kwargs = {key: kwargs.pop(key) for key in ("revision", "cache_dir", "force_download",
-                                                       "local_files_only", "token") if key in kwargs}
-        folder = resolve_model_folder(pretrained_model_name_or_path, **hub_kwargs)
-        try:
-            model = super().from_pretrained(str(folder), **kwargs)
-        except ConfigError as error:
-            raise ModelLoadError(f"Invalid config.json in {pretrained_model_name_or_path}: {error}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelLoadError(f"config.json in {pretrained_model_name_or_path} is not valid JSON ({error}).") from None
-        return model.eval()
+        return cls.from_folder(resolve_model_folder(pretrained_model_name_or_path, **hub_kwargs),
+                               name=pretrained_model_name_or_path)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, config: Optional[dict] = None, **_: Any) -> "PneumoniaClassifier":
-        if config is None:
-            raise ModelLoadError(f"{model_id} has no config.json.")
-        return cls.from_weights(config, os.path.join(model_id, WEIGHTS_NAME))
+    def from_folder(cls, folder: Path, name: Union[str, Path, None] = None) -> "PneumoniaClassifier":
+        """The network of a resolved model folder: config.json read once, the weights strictly loaded. `name` is how
+        messages call the folder (what the user passed: never a Hub cache path)."""
+        name = folder if name is None else name
+        try:
+            data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelLoadError(f"{name} has no config.json.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelLoadError(f"config.json in {name} is not valid JSON ({error}).") from None
+        try:
+            config = ModelConfig.from_dict(data)
+        except ConfigError as error:
+            raise ModelLoadError(f"Invalid config.json in {name}: {error}") from None
+        return cls.from_weights(config, folder / WEIGHTS_NAME)
 
     @classmethod
     def from_weights(cls, config: Union[ModelConfig, dict], path: Union[str, Path]) -> "PneumoniaClassifier":
