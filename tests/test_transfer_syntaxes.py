@@ -20,6 +20,7 @@ from modeling import Predictor
 from modeling.runtime.preprocessing import MIN_SIDE, ImageLoadError, read_image, to_rgb
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's test files are odd on purpose
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DECOMPRESSORS = {**{uid: "dcmdjpeg" for uid in JPEGTransferSyntaxes}, RLELossless: "dcmdrle",
                  **{uid: "dcmdjpls" for uid in JPEGLSTransferSyntaxes}}
