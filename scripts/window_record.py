@@ -40,7 +40,8 @@ def window_record(run: Path) -> dict:
         state, finished = json.loads((checkpoint / "trainer_state.json").read_text()), False
     args = state["args"]
     kept = [r for r in state["history"] if r["weights"] == state.get("best_weights", "ema")] or state["history"]
-    return {"run": run.name, "finished": finished, "command": state.get("command") or command_of(args),
+    command = state["command"].replace(str(Path.home()), "~") if state.get("command") else command_of(args)
+    return {"run": run.name, "finished": finished, "command": command,
             "init_from": shown(Path(args["init_from"])), "recipe": args.get("augment"),
             "trained_layers": args.get("train_layers", "all"), "lr": args["lr"],
             "time_budget_s": args.get("time_budget"), "sizes": args.get("budget_sizes"),
