@@ -168,8 +168,9 @@ def publish(candidate: Path, weights: Path = WEIGHTS, history: Path = HISTORY, d
     name = _name(candidate)
     history.mkdir(parents=True, exist_ok=True)
     shutil.copy2(candidate / DECISION, history / f"{name}.decision.json")
-    for suffix in (".json", ".png"):
-        shutil.copy2(candidate / "shortcuts" / f"shortcuts{suffix}", docs / "shortcuts" / f"{name}{suffix}")
+    shutil.copy2(candidate / "shortcuts" / "shortcuts.png", docs / "shortcuts" / f"{name}.png")
+    scores = (candidate / "shortcuts" / "shortcuts.json").read_text()  # a run kept below ~ is shown as such
+    (docs / "shortcuts" / f"{name}.json").write_text(scores.replace(str(Path.home()), "~"))
     if not chosen(candidate):
         print(f"The rule kept the bundled model; {name}'s decision is in {history}.")
         return False
