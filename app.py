@@ -41,7 +41,7 @@ from modeling.runtime.dicom import HeaderCheck  # noqa: E402
 from modeling.runtime.display import overlay, preview  # noqa: E402
 from modeling.runtime.ood import IN_DISTRIBUTION, NOT_AN_XRAY  # noqa: E402
 from modeling.runtime.preprocessing import read_checked  # noqa: E402
-from modeling.runtime.worklist import UNREADABLE, Entry, header_fields, make_entry, sort_key  # noqa: E402
+from modeling.runtime.worklist import UNREADABLE, Entry, header_fields, make_entry, refused_entry, sort_key  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = os.environ.get("PNEUMONIA_MODEL", str(HERE / "weights" / "pneumonia-resnet50"))
@@ -197,9 +197,7 @@ def build_demo(predictor: Predictor, cache_minutes: float = DEFAULT_CACHE_MINUTE
                     entries.append(Entry(order, Path(path).name, UNREADABLE, reason=str(error)))
                     continue
                 if image is None:  # refused by its DICOM header
-                    check = checks[order]
-                    entries.append(Entry(order, Path(path).name, check.verdict, reason=check.reason,
-                                         **header_fields(check)))
+                    entries.append(refused_entry(order, Path(path).name, checks[order]))
                 else:
                     images.append(image)
                     positions.append(order)

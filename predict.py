@@ -47,13 +47,15 @@ from modeling.runtime.host import use_tcmalloc
 if __name__ == "__main__":
     use_tcmalloc()  # before torch is imported (see modeling/runtime/host.py)
 
+import numpy as np
+import pydicom
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from modeling.runtime.dicom import HeaderCheck, read_header
-from modeling.runtime.dicom_results import ModelIdentity, heatmap_capture, study_report, write_atomic
+from modeling.runtime.dicom_results import ImageResult, ModelIdentity, heatmap_capture, study_report, write_atomic
 from modeling.runtime.display import overlay, preview
 from modeling.runtime.files import (
     CONFIG_NAME,
@@ -68,7 +70,16 @@ from modeling.runtime.files import (
 from modeling.runtime.inference import Predictor
 from modeling.runtime.ood import NOT_AN_XRAY
 from modeling.runtime.preprocessing import ImageLoadError, read_image, to_rgb
-from modeling.runtime.worklist import ASSESSED, UNREADABLE, Entry, header_fields, make_entry, sort_key, studies
+from modeling.runtime.worklist import (
+    ASSESSED,
+    UNREADABLE,
+    Entry,
+    header_fields,
+    make_entry,
+    refused_entry,
+    sort_key,
+    studies,
+)
 
 SKIPPED_NAMES = {"DICOMDIR", "Thumbs.db"}  # what an archive holds beside its images
 COLUMNS = ["rank", "path", "p_pneumonia", "decision", "verdict", "result", "study_instance_uid", "series_instance_uid",
@@ -214,7 +225,7 @@ def score(predictor: Predictor, items: list[Item], hub_dataset: Any, args: argpa
             if "error" in record:
                 entries.append(Entry(item.order, item.name, UNREADABLE, reason=record["error"], **header_fields(check)))
             elif "pixels" not in record:
-                entries.append(Entry(item.order, item.name, check.verdict, reason=check.reason, **header_fields(check)))
+                entries.append(refused_entry(item.order, item.name, check))
         if readable:
             pixels = torch.stack([record["pixels"] for record in readable])
             logits, features = predictor.logits_and_features(pixels)
@@ -239,8 +250,6 @@ def write_heatmaps(predictor: Predictor, record: dict[str, Any], pngs: Optional[
             picture.save(tmp, format="PNG")
     check: Optional[HeaderCheck] = record["check"]
     if captures is not None and check is not None and check.study_uid and check.sop_uid:
-        import numpy as np
-        import pydicom
         header = pydicom.dcmread(record["item"].source, stop_before_pixels=True)
         write_atomic(heatmap_capture(header, np.asarray(picture.convert("RGB")), identity),
                      captures / (name if name.lower().endswith(".dcm") else name + ".dcm"))
@@ -302,12 +311,9 @@ def study_worklist_rows(entries: Iterable[Entry], threshold: float) -> Iterator[
 
 def write_study_reports(entries: list[Entry], sources: dict[str, Any], identity: ModelIdentity, folder: Path) -> int:
     """One SR per study with an image assessed, its images' headers read again; returns how many were written."""
-    import pydicom
-
-    from modeling.runtime.dicom_results import ImageResult
     written = 0
     for study in studies(entries):
-        members = [e for e in study.entries if e.sop_uid and not e.duplicate_of]
+        members = [e for e in study.counted if e.sop_uid]
         if not study.study_uid or not any(e.verdict in ASSESSED for e in members):
             continue
         results = [ImageResult(pydicom.dcmread(sources[e.name], stop_before_pixels=True), e.verdict, e.probability)
@@ -340,13 +346,13 @@ def write_worklist(rows: Iterator[list[Any]], output: Path, form: str, columns: 
     return count
 
 
-def run_record(args: argparse.Namespace, folder: Path, threshold: float, processes: int) -> dict[str, Any]:
+def run_record(args: argparse.Namespace, folder: Path, identity: ModelIdentity, processes: int) -> dict[str, Any]:
     """What the parts depend on: a rerun must match it to continue them."""
     heatmaps = bool(args.heatmaps or args.dicom_heatmaps)
     return {"parts_version": PARTS_VERSION, "input": args.input, "split": args.split, "shard_size": args.shard_size,
-            "processes": processes, "weights_sha256": file_sha256(folder / WEIGHTS_NAME),
+            "processes": processes, "weights_sha256": identity.weights_sha256,
             "config_sha256": file_sha256(folder / CONFIG_NAME), "heatmaps": args.heatmaps,
-            "dicom_heatmaps": args.dicom_heatmaps, "heatmap_threshold": threshold if heatmaps else None}
+            "dicom_heatmaps": args.dicom_heatmaps, "heatmap_threshold": identity.threshold if heatmaps else None}
 
 
 def model_identity(predictor: Predictor, args: argparse.Namespace, folder: Path, threshold: float) -> ModelIdentity:
@@ -398,7 +404,7 @@ def main(args: argparse.Namespace) -> None:
         sys.exit(f"--threshold must lie in [0, 1], got {threshold}.")
     identity = model_identity(predictor, args, folder, threshold)
     parts = args.output.with_name(args.output.name + ".parts")
-    record = run_record(args, folder, threshold, accelerator.num_processes)
+    record = run_record(args, folder, identity, accelerator.num_processes)
     manifest = parts / "run.json"
     if accelerator.is_main_process:
         parts.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,11 @@ def shown(folder: Path) -> str:
                "~" / folder.relative_to(Path.home()) if folder.is_relative_to(Path.home()) else folder)
 
 
+def shown_in(text: str) -> str:
+    """A record's text (a command, a JSON file) with the server's home shown as ~, as `shown` shows a folder."""
+    return text.replace(str(Path.home()), "~")
+
+
 def _name(model_dir: Path) -> str:
     """The run a model folder was finalized from (runs/stage2/model: "stage2")."""
     return Path(render_docs.finalized_into(ModelConfig.load(model_dir / "config.json"))).name
@@ -169,8 +174,7 @@ def publish(candidate: Path, weights: Path = WEIGHTS, history: Path = HISTORY, d
     history.mkdir(parents=True, exist_ok=True)
     shutil.copy2(candidate / DECISION, history / f"{name}.decision.json")
     shutil.copy2(candidate / "shortcuts" / "shortcuts.png", docs / "shortcuts" / f"{name}.png")
-    scores = (candidate / "shortcuts" / "shortcuts.json").read_text()  # a run kept below ~ is shown as such
-    (docs / "shortcuts" / f"{name}.json").write_text(scores.replace(str(Path.home()), "~"))
+    (docs / "shortcuts" / f"{name}.json").write_text(shown_in((candidate / "shortcuts" / "shortcuts.json").read_text()))
     if not chosen(candidate):
         print(f"The rule kept the bundled model; {name}'s decision is in {history}.")
         return False

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from modeling.runtime.files import write_json_atomic
 from modeling.training.checkpointing import latest_checkpoint
-from scripts.publish_bundle import shown
+from scripts.publish_bundle import shown, shown_in
 
 VALIDATION = ("val_calibrated_loss", "val_roc_auc", "val_sensitivity", "val_specificity")
 
@@ -40,7 +40,7 @@ def window_record(run: Path) -> dict:
         state, finished = json.loads((checkpoint / "trainer_state.json").read_text()), False
     args = state["args"]
     kept = [r for r in state["history"] if r["weights"] == state.get("best_weights", "ema")] or state["history"]
-    command = state["command"].replace(str(Path.home()), "~") if state.get("command") else command_of(args)
+    command = shown_in(state["command"]) if state.get("command") else command_of(args)
     return {"run": run.name, "finished": finished, "command": command,
             "init_from": shown(Path(args["init_from"])), "recipe": args.get("augment"),
             "trained_layers": args.get("train_layers", "all"), "lr": args["lr"],

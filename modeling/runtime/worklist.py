@@ -59,6 +59,11 @@ def make_entry(order: int, name: str, probability: float, verdict: str, decimals
     return Entry(order, name, verdict, shown, **dicom)
 
 
+def refused_entry(order: int, name: str, check: HeaderCheck) -> Entry:
+    """The entry of a file its DICOM header refused: the header's verdict and reason, no probability."""
+    return Entry(order, name, check.verdict, reason=check.reason, **header_fields(check))
+
+
 def header_fields(check: Optional[HeaderCheck]) -> dict[str, str]:
     """Entry's DICOM fields from a header's check ({} for other formats)."""
     if check is None:
