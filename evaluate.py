@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from modeling.analysis.plots import plot_confusion, plot_pr, plot_reliability, plot_roc
+from modeling.analysis.report import format_ood, format_robustness, format_table
 from modeling.runtime.files import (
     SPLIT_NAME,
     ModelLoadError,
@@ -37,7 +38,6 @@ from modeling.runtime.files import (
 )
 from modeling.runtime.inference import Predictor, describe_device
 from modeling.runtime.ood import NOT_AN_XRAY, UNLIKE_TRAINING, VERDICTS
-from modeling.runtime.preprocessing import ImageLoadError, read_image
 from modeling.runtime.probability import log_loss
 from modeling.training.calibration import expected_calibration_error
 from modeling.training.data import (
@@ -50,7 +50,8 @@ from modeling.training.data import (
     load_data,
     saved_split,
 )
-from modeling.training.metrics import RATES, binary_metrics, bootstrap_ci
+from modeling.training.metrics import binary_metrics, bootstrap_ci
+from modeling.training.evaluation import read_folder
 from modeling.training.robustness import PERTURBATIONS
 
 
@@ -169,18 +170,6 @@ def model_split(splits, args: argparse.Namespace, split_file: Path):
     return splits[args.split]
 
 
-def read_folder(folder: Path) -> tuple[list[str], list, list[str]]:
-    """(names, images, names refused by the reader: too small, too elongated, unreadable)."""
-    names, images, refused = [], [], []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            images.append(read_image(path))
-            names.append(path.name)
-        except ImageLoadError:
-            refused.append(path.name)
-    return names, images, refused
-
-
 def ood_report(predictor: Predictor, test_features: np.ndarray, ood_folders: list[Path],
                other_xray_folders: list[Path], split: str = "test") -> dict:
     """How often the evaluated split's X-rays are flagged (keys "test_xrays*" whatever `split` is), and what the
@@ -206,19 +195,6 @@ def ood_report(predictor: Predictor, test_features: np.ndarray, ood_folders: lis
     return report
 
 
-def format_ood(report: dict) -> str:
-    counts = report["test_xrays_verdicts"]
-    lines = [f"{report.get('split', 'test')} X-rays flagged {report['test_xrays_flagged']}/{report['test_xrays']} "
-             f"({report['test_xrays_flagged_rate']:.1%}): {counts}"]
-    for key, label in (("non_xray", "non-X-ray images caught (refused or 'not a chest X-ray')"),
-                       ("other_xrays", "other chest X-rays flagged")):
-        for entry in report.get(key, []):
-            lines.append(f"{label}: {entry['flagged']}/{entry['images']} ({entry['flagged_rate']:.1%}; "
-                         f"{len(entry['refused_by_reader'])} refused by the reader; verdicts {entry['verdicts']}) "
-                         f"in {entry['folder']}")
-    return "\n".join(lines)
-
-
 def robustness_report(predictor: Predictor, split, to_model, accelerator, args) -> dict:
     """Test metrics at the operating threshold under each perturbation in `modeling.training.robustness`."""
     report = {}
@@ -237,33 +213,8 @@ def robustness_report(predictor: Predictor, split, to_model, accelerator, args) 
     return report
 
 
-def format_robustness(metrics: dict) -> str:
-    lines = ["| change | accuracy | sensitivity | specificity | ROC-AUC |", "| --- | --- | --- | --- | --- |",
-             f"| none | {metrics['accuracy']:.4f} | {metrics['recall']:.4f} | {metrics['specificity']:.4f} "
-             f"| {metrics['roc_auc']:.4f} |"]
-    for name, r in metrics["robustness"].items():
-        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['recall']:.4f} | {r['specificity']:.4f} | {r['roc_auc']:.4f} |")
-    return "\n".join(lines)
-
-
 def _negative_label(config) -> str:
     return next(name for name in config.label_names if name != config.positive_label)
-
-
-def format_table(metrics: dict) -> str:
-    """A Markdown table of the rates with 95% intervals, at the model's threshold and at 0.5."""
-    head = (f"| metric | at threshold {metrics['threshold']:.3f} | 95% CI | at 0.5 | 95% CI |\n"
-            "| --- | --- | --- | --- | --- |")
-    rows = []
-    for name in RATES:
-        low, high = metrics["ci95"][name]
-        low5, high5 = metrics["at_0.5"]["ci95"][name]
-        rows.append(f"| {name} | {metrics[name]:.4f} | {low:.3f}-{high:.3f} | {metrics['at_0.5'][name]:.4f} "
-                    f"| {low5:.3f}-{high5:.3f} |")
-    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-    rows.append(f"\nexpected calibration error {metrics['ece']:.4f} (temperature {metrics['temperature']:.3f})")
-    rows.append(f"n={metrics['n']}, confusion matrix at threshold: TN={tn} FP={fp} FN={fn} TP={tp}")
-    return "\n".join([head, *rows])
 
 
 if __name__ == "__main__":

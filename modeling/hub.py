@@ -24,10 +24,9 @@ from .runtime.config import ModelConfig
 from .runtime.gate import GATE_FILE, GATE_REPORT_FILE, GATE_SOURCES_FILE
 from .runtime.reference import REFERENCE_NAME
 from .training.augment import describe as describe_augmentation
-from .training.augment import trained_recipe
 from .training.calibration import THRESHOLD_RULES
 from .training.metrics import RATES
-from .training.run_log import epoch_cost, training_precision
+from .training.run_log import completed, epoch_cost, training_precision
 
 FINALIZE_COMMAND = re.compile(r"python -m modeling\.(training\.)?finalize ")  # folders finalized before the move
 CARD_TEMPLATE = Path("model_card.md")  # the project's template, as the commands below are run from its root
@@ -58,7 +57,7 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
     if not Path(template).is_file():
         raise HubError(f"No card template at {template}: run from the project's root, or pass --card-template.")
     config = ModelConfig.load(model_dir / "config.json")
-    log = _read_json(model_dir / "training_log.json", "it is written by train.py")
+    log = completed(_read_json(model_dir / "training_log.json", "it is written by train.py"))
     report = _read_json(model_dir / "data_report.json", "it is written by train.py")
     metrics = _read_json(model_dir / "eval" / "metrics.json",
                          f"run `python evaluate.py --model {model_dir} --data DATA --split test "
@@ -90,8 +89,8 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         unreadable=len(report.get("train", {}).get("unreadable", [])),
         commands=reproduction_commands(log, config), epoch_cost=epoch_cost(log),
         size_schedule=", ".join(f"{size} px for {count} epochs" for size, count in args.get("size_schedule") or []),
-        augmentation=describe_augmentation(trained_recipe(log)), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
-        ema_decay=args.get("ema_decay"), best_weights=log.get("best_weights", "weights"),
+        augmentation=describe_augmentation(log["augmentation"]["recipe"]), threshold_figure=(model_dir / "validation_thresholds.png").exists(),
+        ema_decay=args.get("ema_decay"), best_weights=log["best_weights"],
         training_precision=training_precision(log),
         views=1 + len(config.tta_views), views_choice=config.validation.get("views_choice"), precision=config.precision,
         int8_images=config.quantization.get("calibration_images"),
@@ -107,8 +106,8 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         ood_fitted_on=config.ood.get("fitted_on"),
         ood_not_xray_stages=", ".join(config.ood["stages"][i] for i in config.ood.get("not_xray_stages", [])),
         xray_gate=gate_card_context(model_dir, config),
-        reference=(model_dir / REFERENCE_NAME).exists(), lineage=log.get("lineage"),
-        lineage_hours=sum(stage["hours"] for stage in log.get("lineage") or []) + epoch_cost(log)["hours"],
+        reference=(model_dir / REFERENCE_NAME).exists(), lineage=log["lineage"],
+        lineage_hours=sum(stage["hours"] for stage in log["lineage"]) + epoch_cost(log)["hours"],
     )
 
 

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from modeling.gate_training.non_xray import development_photos
 from modeling.runtime.files import SPLIT_NAME, resolve_model_folder
@@ -35,31 +35,9 @@ from modeling.runtime.inference import Predictor
 from modeling.runtime.ood import NOT_AN_XRAY_FACTOR
 from modeling.runtime.preprocessing import load_rgb
 from modeling.training.data import load_data, saved_split
-from modeling.training.robustness import blur, brightness, contrast, letterbox, rotate
+from modeling.training.robustness import XRAY_CHANGES
 
 FACTORS = np.round(np.arange(1.5, 8.01, 0.25), 2)
-
-
-def padded(scale: float):
-    """Zoom out onto black on all sides (the training augmentation's padding, here stronger)."""
-    def pad(image: Image.Image) -> Image.Image:
-        canvas = Image.new("RGB", (round(image.width * scale), round(image.height * scale)))
-        canvas.paste(image, ((canvas.width - image.width) // 2, (canvas.height - image.height) // 2))
-        return canvas
-    return pad
-
-
-def burnt_in_text(image: Image.Image) -> Image.Image:
-    image = image.copy()
-    draw = ImageDraw.Draw(image)
-    for line in range(4):
-        draw.text((5, 5 + 12 * line), f"R   PORTABLE AP   2019-03-0{line}", fill=(255, 255, 255))
-    return image
-
-
-XRAY_CHANGES = {"letterbox 16:9": letterbox(16 / 9), "padded x1.4": padded(1.4), "rotate 15°": rotate(15),
-                "blur r=3": blur(3), "brightness x0.6": brightness(0.6), "contrast x1.5": contrast(1.5),
-                "burnt-in text": burnt_in_text}
 
 
 def stage_scores(predictor: Predictor, images: list[Image.Image]) -> np.ndarray:

@@ -4,18 +4,8 @@
     python -m scripts.publish_bundle chosen --candidate runs/window/model    # exit 0 when the rule chose it
     python -m scripts.publish_bundle publish --candidate runs/window/model --data ../shared/data/chest_xray
 
-The rule was written before any candidate's test figures were seen, and reads validation and the shortcut scores
-alone (`replaces`). The candidate replaces the bundled model when, on the validation side of their common split:
-1. its network's calibrated log-loss on the images as they are is at most `AS_IS_MARGIN` above the bundled network's
-   (validation carved from train flatters what surrounds the thorax: a network that stops using it may lose a
-   little there, and is meant to);
-2. its network's calibrated log-loss averaged over the robustness changes is at most the bundled network's;
-3. blacking out everything outside the thorax flips at most as many decisions as the bundled model's, and so does
-   cropping to the thorax (each as deployed);
-4. its PNEUMONIA-class Grad-CAM share inside the lung fields, on PNEUMONIA images, is at least the bundled model's
-   less `GRADCAM_MARGIN`.
-Log-losses are the networks' own (`modeling.training.finalize.view_scores`: float32, the image alone, the temperature fitted
-on validation as it is), so the decision does not depend on the CPU or the deployed precision.
+The rule (`modeling.analysis.replacement.replaces`) was written before any candidate's test figures were seen, and
+reads validation and the shortcut scores alone.
 
 `publish` records the decision in docs/bundle_history/, and when the rule chose the candidate and its one test
 evaluation exists, installs it as weights/pneumonia-resnet50 whole, with its card, keeping the old model's test
@@ -28,12 +18,13 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from modeling.hub import build_card
 from modeling.runtime.artifacts import split_fingerprint_of
 from modeling.runtime.config import ModelConfig
+from modeling.analysis.replacement import replaces, rule_inputs
 from modeling.runtime.files import SPLIT_NAME, file_sha256, folder_written_whole, write_json_atomic
+from modeling.training.run_log import finalized_into, shown, shown_in
 from scripts import render_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,60 +33,6 @@ WEIGHTS = ROOT / "weights" / "pneumonia-resnet50"
 HISTORY = DOCS / "bundle_history"
 REPO_ID = "pneumonia-xray/pneumonia-resnet50"
 DECISION = "decision.json"
-AS_IS_MARGIN = 0.10  # relative
-GRADCAM_MARGIN = 0.02  # absolute share
-
-
-def replaces(candidate: dict[str, Any], bundled: dict[str, Any]) -> tuple[bool, list[dict[str, Any]]]:
-    """The rule: whether the candidate replaces the bundled model, and each criterion with both sides' values.
-    Each argument: {"as_is", "changes" (calibrated log-losses), "flipped_black", "flipped_crop",
-    "gradcam_in_lungs_pneumonia"}."""
-    criteria = [
-        ("validation calibrated log-loss, as is", candidate["as_is"], bundled["as_is"],
-         candidate["as_is"] <= bundled["as_is"] * (1 + AS_IS_MARGIN), f"at most {AS_IS_MARGIN:.0%} above"),
-        ("validation calibrated log-loss, mean over the robustness changes", candidate["changes"], bundled["changes"],
-         candidate["changes"] <= bundled["changes"], "at most"),
-        ("decisions flipped, outside the thorax black", candidate["flipped_black"], bundled["flipped_black"],
-         candidate["flipped_black"] <= bundled["flipped_black"], "at most"),
-        ("decisions flipped, cropped to the thorax", candidate["flipped_crop"], bundled["flipped_crop"],
-         candidate["flipped_crop"] <= bundled["flipped_crop"], "at most"),
-        ("Grad-CAM share inside the lung fields, PNEUMONIA images", candidate["gradcam_in_lungs_pneumonia"],
-         bundled["gradcam_in_lungs_pneumonia"],
-         candidate["gradcam_in_lungs_pneumonia"] >= bundled["gradcam_in_lungs_pneumonia"] - GRADCAM_MARGIN,
-         f"at least, less {GRADCAM_MARGIN}"),
-    ]
-    rows = [{"criterion": name, "candidate": new, "bundled": old, "holds": bool(holds), "needs": needs}
-            for name, new, old, holds, needs in criteria]
-    return all(row["holds"] for row in rows), rows
-
-
-def network_scores(model_dir: Path, data: str, cache: Path) -> dict[str, Any]:
-    """The network's validation log-losses (`modeling.training.finalize.view_scores`, the image alone), computed once per
-    weights file and kept in `cache`."""
-    weights = file_sha256(model_dir / "model.safetensors")
-    if cache.exists() and json.loads(cache.read_text()).get("weights_sha256") == weights:
-        return json.loads(cache.read_text())
-    from modeling.runtime.model import PneumoniaClassifier
-    from modeling.training.finalize import view_scores
-
-    network = PneumoniaClassifier.from_pretrained(model_dir)
-    scores = view_scores(network, data, model_dir / SPLIT_NAME, {"the image alone": []})["the image alone"]
-    record = {"model": shown(model_dir), "weights_sha256": weights, "as_is": scores["per_change"]["as is"],
-              "changes": sum(v for k, v in scores["per_change"].items() if k != "as is") / (len(scores["per_change"]) - 1),
-              "per_change": scores["per_change"]}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cache, record)
-    return record
-
-
-def rule_inputs(model_dir: Path, shortcuts: Path, data: str, cache: Path) -> dict[str, Any]:
-    scores = json.loads(shortcuts.read_text())
-    return {**{k: v for k, v in network_scores(model_dir, data, cache).items() if k in ("as_is", "changes")},
-            "flipped_black": scores["outside_thorax_black"]["flipped"],
-            "flipped_crop": scores["cropped_to_thorax"]["flipped"],
-            "gradcam_in_lungs_pneumonia": scores["gradcam_in_lungs_pneumonia"]}
-
-
 def bundled_shortcuts(bundled: Path) -> Path:
     """The bundled model's shortcut scores as deployed: published under its name (bundle-before.json: the scores of
     the bundle from before the names, bundle-v3)."""
@@ -115,7 +52,7 @@ def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = 
     chosen, rows = replaces(new, old)
     decision = {"replaces": chosen, "candidate": shown(candidate), "bundled": _name(bundled),
                 "candidate_weights_sha256": file_sha256(candidate / "model.safetensors"),
-                "rule": "scripts/publish_bundle.py: replaces", "criteria": rows}
+                "rule": "modeling/analysis/replacement.py: replaces", "criteria": rows}
     write_json_atomic(candidate / DECISION, decision)
     for row in rows:
         print(f"{'holds ' if row['holds'] else 'FAILS '} {row['criterion']}: {row['candidate']:.4f} ({row['needs']} "
@@ -125,21 +62,9 @@ def decide(candidate: Path, data: str, bundled: Path = WEIGHTS, history: Path = 
     return decision
 
 
-def shown(folder: Path) -> str:
-    """A folder as the records show it: below the repository, or below ~ (never a server's home)."""
-    folder = folder.resolve()
-    return str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else
-               "~" / folder.relative_to(Path.home()) if folder.is_relative_to(Path.home()) else folder)
-
-
-def shown_in(text: str) -> str:
-    """A record's text (a command, a JSON file) with the server's home shown as ~, as `shown` shows a folder."""
-    return text.replace(str(Path.home()), "~")
-
-
 def _name(model_dir: Path) -> str:
     """The run a model folder was finalized from (runs/stage2/model: "stage2")."""
-    return Path(render_docs.finalized_into(ModelConfig.load(model_dir / "config.json"))).name
+    return Path(finalized_into(ModelConfig.load(model_dir / "config.json"))).name
 
 
 def chosen(candidate: Path) -> bool:
@@ -155,7 +80,7 @@ def install(bundle: Path, weights: Path, history: Path) -> None:
     new = ModelConfig.load(bundle / "config.json")
     history.mkdir(parents=True, exist_ok=True)
     shutil.copy2(weights / "eval" / "metrics.json",
-                 history / f"{Path(render_docs.finalized_into(old)).name}.test-metrics.json")
+                 history / f"{Path(finalized_into(old)).name}.test-metrics.json")
     same_gate = bool(old.xray_gate) and old.xray_gate.get("sha256") == new.xray_gate.get("sha256")
     with folder_written_whole(weights) as out:
         shutil.copytree(bundle, out, ignore=shutil.ignore_patterns("shortcuts", "network_scores.json"),

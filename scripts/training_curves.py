@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from modeling.analysis.plots import plot_training_curves
+from modeling.training.run_log import read_training_log
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = {}
     for spec in args.run:
         label, run_dir = spec.split("=", 1)
-        runs[label] = json.loads((Path(run_dir) / "training_log.json").read_text())
+        runs[label] = read_training_log(run_dir)
     plot_training_curves(runs, args.output)
     command = shlex.join(["python", "-m", "scripts.training_curves", *(sys.argv[1:] if argv is None else argv)])
     args.output.with_suffix(".json").write_text(json.dumps({"command": command, "runs": list(runs)}, indent=2) + "\n")

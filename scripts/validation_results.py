@@ -33,6 +33,7 @@ from modeling.runtime.probability import positive_probs
 from modeling.training.calibration import calibrated_log_loss, expected_calibration_error
 from modeling.training.evaluation import predict_split
 from modeling.training.metrics import binary_metrics, threshold_for_sensitivity
+from modeling.training.run_log import LOG_NAME, read_training_log
 
 
 def summarise(labels: np.ndarray, logits: np.ndarray, positive_index: int) -> dict:
@@ -48,10 +49,9 @@ def summarise(labels: np.ndarray, logits: np.ndarray, positive_index: int) -> di
 
 def best_from_log(model_dir: Path) -> dict:
     """Best validation ROC-AUC per kind of weights in the run's training_log.json."""
-    history = json.loads((model_dir / "training_log.json").read_text())["history"]
     best: dict = {}
-    for record in history:
-        kind = record.get("weights", "weights")
+    for record in read_training_log(model_dir)["history"]:
+        kind = record["weights"]
         if kind not in best or record["val_roc_auc"] > best[kind]["val_roc_auc"]:
             best[kind] = {"epoch": record["epoch"], "val_roc_auc": record["val_roc_auc"], "val_loss": record["val_loss"]}
     return best
@@ -67,24 +67,22 @@ def predicted_row(label: str, model_dir: Path, deployed: bool, data: str) -> dic
     labels, logits, _ = predict_split(predictor, data, model_dir / "split.json", "validation")
     row = {"label": label, "model_dir": str(model_dir), "deployed": deployed, "precision": predictor.precision,
            "views": 1 + len(predictor.views), **summarise(labels, logits, predictor.config.positive_index)}
-    log_file = model_dir / "training_log.json"
-    if not deployed and log_file.exists():
-        log = json.loads(log_file.read_text())
+    if not deployed and (model_dir / LOG_NAME).exists():
+        log = read_training_log(model_dir)
         row |= {"command": log.get("command"), "epochs": log["args"]["epochs"], "best_epoch": log["best_epoch"],
-                "selected_weights": log.get("best_weights", "weights"), "log_best": best_from_log(model_dir)}
+                "selected_weights": log["best_weights"], "log_best": best_from_log(model_dir)}
     return row
 
 
 def logged_row(label: str, run_dir: Path) -> dict:
     """A row from a training log alone: the selected epoch as it was validated during training."""
-    log = json.loads((run_dir / "training_log.json").read_text())
-    chosen = next(r for r in log["history"]
-                  if r["epoch"] == log["best_epoch"] and r.get("weights", "weights") == log.get("best_weights", "weights"))
+    log = read_training_log(run_dir)
+    chosen = next(r for r in log["history"] if r["epoch"] == log["best_epoch"] and r["weights"] == log["best_weights"])
     return {"label": label, "model_dir": str(run_dir), "deployed": False, "logged_only": True,
-            "precision": log["args"].get("mixed_precision", "bf16") + " (training)", "views": 1,
+            "precision": log["args"]["mixed_precision"] + " (training)", "views": 1,
             "roc_auc": chosen["val_roc_auc"], "log_loss": chosen["val_calibrated_loss"], "ece": None,
             "sensitivity": None, "specificity": None, "command": log.get("command"), "epochs": log["args"]["epochs"],
-            "best_epoch": log["best_epoch"], "selected_weights": log.get("best_weights", "weights"),
+            "best_epoch": log["best_epoch"], "selected_weights": log["best_weights"],
             "log_best": best_from_log(run_dir)}
 
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from modeling.runtime.files import write_json_atomic
+from modeling.training.run_log import LOG_NAME, read_training_log
 from modeling.training.checkpointing import latest_checkpoint
 from scripts.publish_bundle import shown, shown_in
 
@@ -30,9 +31,8 @@ def command_of(args: dict) -> str:
 
 
 def window_record(run: Path) -> dict:
-    log_path = run / "training_log.json"
-    if log_path.exists():
-        state, finished = json.loads(log_path.read_text()), True
+    if (run / LOG_NAME).exists():
+        state, finished = read_training_log(run), True
     else:
         checkpoint = latest_checkpoint(run / "checkpoints")
         if checkpoint is None:

@@ -7,7 +7,7 @@ Groups, each read the way the demo reads an upload (`read_image`, then the netwo
 - the non-X-ray evaluation set (`python -m modeling.gate_training.non_xray`): "no assessment" counts images the
   reader refuses and images the gate calls "not a chest X-ray";
 - the test split's X-rays, the adult X-rays of --formats (DICOM, PNG, JPEG), and the validation
-  X-rays changed as users change them (`scripts.ood_development.XRAY_CHANGES`: letterbox, padding,
+  X-rays changed as users change them (`modeling.training.robustness.XRAY_CHANGES`: letterbox, padding,
   rotation, blur, exposure, contrast, burnt-in text): "refused" counts X-rays the gate calls "not a
   chest X-ray";
 - the development photos (Gradio's samples, colour and greyscale), for reference.
@@ -30,13 +30,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from evaluate import read_folder
 from modeling.gate_training.non_xray import assemble, development_photos
 from modeling.runtime.files import SPLIT_NAME, folder_written_whole, resolve_model_folder, write_json_atomic
 from modeling.runtime.inference import Predictor
 from modeling.runtime.preprocessing import load_rgb
 from modeling.training.data import load_data, saved_split
-from scripts.ood_development import XRAY_CHANGES
+from modeling.training.evaluation import read_folder
+from modeling.training.robustness import XRAY_CHANGES
 
 SHEET_COLUMNS = 8
 REPORT_FILE, SHEET_FILE = "report.json", "mistakes.png"

@@ -20,7 +20,7 @@ from modeling.runtime.files import WEIGHTS_NAME
 from modeling.runtime.inference import runtime_precision
 from modeling.runtime.ood import OOD_FILE
 from modeling.runtime.quantize import CALIBRATION_NAME
-from modeling.training.augment import trained_recipe
+from modeling.training.run_log import recipe_of
 from modeling.training.finalize import ood_train_features
 from modeling.training.robustness import PERTURBATIONS
 from scripts.threshold_images import main as threshold_images
@@ -227,7 +227,7 @@ def test_ood_features_of_augmented_training_xrays_follow_the_as_is_ones(tiny_mod
     """--ood-gate augmented: every training X-ray as is (the features the app computes), then once augmented."""
     predictor = Predictor.from_pretrained(tiny_model_dir)
     split_file = tiny_model_dir / "split.json"
-    recipe = trained_recipe(json.loads((tiny_model_dir / "training_log.json").read_text()))  # the run's own
+    recipe = recipe_of(tiny_model_dir)  # the run's own
     direct = ood_train_features(predictor, str(small_data), split_file, augmented=False, recipe=recipe)
     assert len(direct) == len(json.loads(split_file.read_text())["train"])
     as_is, augmented = np.split(ood_train_features(predictor, str(small_data), split_file, augmented=True,

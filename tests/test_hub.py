@@ -17,9 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
 from modeling.hub import build_card, model_operations, space_operations
-from modeling.training.run_log import epoch_cost, training_precision
+from modeling.training.run_log import completed, epoch_cost, read_training_log, training_precision
 from tests.helpers import KERMANY, REPO, evaluate_cli, modeling_imports, run_script
 from tests.hub_cache import add_to_hub_cache
+
+BUNDLE = REPO / "weights" / "pneumonia-resnet50"
 
 REPO_ID = "pneumonia-xray/tiny-test"
 
@@ -132,11 +134,27 @@ def test_card_metadata_is_valid_and_matches_metrics(evaluated_model):
 
 
 
+def test_the_one_reader_fills_in_what_older_logs_lack_and_keeps_what_they_have(tmp_path):
+    old = {"args": {"image_size": 224, "epochs": 1}, "history": [{"epoch": 1, "train_seconds": 10.0}]}
+    (tmp_path / "training_log.json").write_text(json.dumps(old))
+    log = read_training_log(tmp_path)
+    assert (log["best_weights"], log["device"], log["lineage"], log["augmentation"]) == \
+        ("weights", "cpu", [], {"recipe": "acquisition"})
+    assert log["history"] == [{"epoch": 1, "train_seconds": 10.0, "weights": "weights", "train_size": 224,
+                               "device": "cpu", "mixed_precision": "bf16"}]
+    bundled = json.loads((BUNDLE / "training_log.json").read_text())
+    read = read_training_log(BUNDLE)
+    assert all(read["history"][i][key] == value for i, record in enumerate(bundled["history"])
+               for key, value in record.items())
+    assert read["args"] == {"mixed_precision": "bf16", **bundled["args"]} and read["command"] == bundled["command"]
+
+
 def test_training_hours_at_the_median_epoch_leave_out_a_paused_epoch():
     log = {"args": {"image_size": 224}, "history": [
         {"epoch": 0, "train_size": 128, "train_seconds": 100.0}, {"epoch": 1, "train_size": 128, "train_seconds": 1300.0},
         {"epoch": 1, "train_size": 128, "train_seconds": 1300.0},  # the EMA's record of the same epoch
         {"epoch": 2, "train_size": 128, "train_seconds": 110.0}, {"epoch": 3, "train_seconds": 360.0}]}
+    log = completed(log)  # what the log lacks, filled in as its run trained
     cost = epoch_cost(log)
     assert cost["seconds_per_epoch"] == {128: 110.0, 224: 360.0}
     assert cost["hours"] == pytest.approx(1870 / 3600) and cost["median_hours"] == pytest.approx(690 / 3600)
@@ -148,6 +166,7 @@ def test_a_run_resumed_on_other_machines_gives_the_hours_and_precision_of_each()
         {"epoch": 1, "train_seconds": 7200.0, "device": "2-core AMD EPYC CPU", "mixed_precision": "no"},
         {"epoch": 2, "train_seconds": 3600.0, "device": "2-core AMD EPYC CPU", "mixed_precision": "no"},
         {"epoch": 3, "train_seconds": 36.0, "device": "NVIDIA H200", "mixed_precision": "bf16"}]}
+    log = completed(log)
     assert epoch_cost(log)["on"] == "(3.0 h on a 2-core AMD EPYC CPU, 0.0 h on one NVIDIA H200)"
     assert training_precision(log) == "fp32 for 2 epochs, bf16 autocast for 1 epochs (each sitting in what its " \
                                       "machine runs fast)"

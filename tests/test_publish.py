@@ -1,4 +1,4 @@
-"""scripts/publish_bundle.py: a candidate replaces the bundled model only when the rule, on validation and the shortcut
+"""scripts/publish_bundle.py and modeling/analysis/replacement.py: a candidate replaces the bundled model only when the rule, on validation and the shortcut
 scores, chooses it, and the replacement is whole: the new files with their card, the old model's test metrics kept,
 its scores left to docs/."""
 import json
@@ -6,8 +6,10 @@ import shutil
 
 import pytest
 
+from modeling.analysis.replacement import replaces as rule_replaces
 from modeling.runtime.config import ModelConfig
-from scripts import publish_bundle, render_docs
+from modeling.training.run_log import finalized_into
+from scripts import publish_bundle
 from tests.helpers import REPO
 
 BUNDLE = REPO / "weights" / "pneumonia-resnet50"
@@ -29,7 +31,7 @@ BUNDLED = {"as_is": 0.11, "changes": 0.20, "flipped_black": 0.17, "flipped_crop"
     ({"gradcam_in_lungs_pneumonia": 0.43 - 0.019}, True),
 ])
 def test_the_rule_reads_validation_and_the_shortcut_scores_only(change, replaces):
-    verdict, rows = publish_bundle.replaces({**BUNDLED, **change}, BUNDLED)
+    verdict, rows = rule_replaces({**BUNDLED, **change}, BUNDLED)
     assert verdict is replaces
     assert len(rows) == 5 and all(set(row) == {"criterion", "candidate", "bundled", "holds", "needs"} for row in rows)
     assert sum(not row["holds"] for row in rows) == (0 if replaces else 1)
@@ -46,7 +48,7 @@ def test_install_replaces_the_folder_whole_and_keeps_the_old_test_metrics(tmp_pa
 
     publish_bundle.install(bundle, weights, history)
 
-    old_name = render_docs.finalized_into(ModelConfig.load(BUNDLE / "config.json")).rsplit("/", 1)[-1]
+    old_name = finalized_into(ModelConfig.load(BUNDLE / "config.json")).rsplit("/", 1)[-1]
     assert json.loads((history / f"{old_name}.test-metrics.json").read_text()) == BUNDLED_TEST
     assert json.loads((weights / "eval" / "metrics.json").read_text()) == new_test
     assert not (weights / "shortcuts").exists(), "scores go to docs/, not into the model folder"

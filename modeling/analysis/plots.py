@@ -49,19 +49,19 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray, ece: float, path: Pa
 
 
 def plot_training_curves(runs: dict[str, dict], path: Path) -> None:
-    """Validation calibrated log-loss and ROC-AUC per epoch of training runs (label -> training_log.json
-    contents), the weights and their moving average, the selected epoch of each run ringed."""
+    """Validation calibrated log-loss and ROC-AUC per epoch of training runs (label -> completed
+    training log), the weights and their moving average, the selected epoch of each run ringed."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for colour, (label, log) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
         for kind, style in (("weights", "-"), ("ema", ":")):
-            records = [r for r in log["history"] if r.get("weights", "weights") == kind]
+            records = [r for r in log["history"] if r["weights"] == kind]
             if not records:
                 continue
             epochs = [r["epoch"] for r in records]
             name = f"{label} ({'moving average' if kind == 'ema' else 'weights'})"
             axes[0].plot(epochs, [r["val_calibrated_loss"] for r in records], style, color=colour, label=name, lw=1.2)
             axes[1].plot(epochs, [r["val_roc_auc"] for r in records], style, color=colour, label=name, lw=1.2)
-            chosen = [r for r in records if r["epoch"] == log.get("best_epoch") and kind == log.get("best_weights")]
+            chosen = [r for r in records if r["epoch"] == log.get("best_epoch") and kind == log["best_weights"]]
             for r in chosen:
                 axes[0].scatter([r["epoch"]], [r["val_calibrated_loss"]], s=80, facecolors="none", edgecolors=colour)
                 axes[1].scatter([r["epoch"]], [r["val_roc_auc"]], s=80, facecolors="none", edgecolors=colour)

@@ -20,7 +20,6 @@ threshold 0.5. shortcuts.json also keeps the validation ROC-AUC and what the tra
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,7 +42,7 @@ from ..runtime.model import PneumoniaClassifier
 from ..runtime.preprocessing import read_image, resize_transform, to_rgb
 from ..training.data import label_mapping, label_names, load_data, saved_split
 from ..training.lungs import LungFields, lung_fields
-from ..training.run_log import stage_of
+from ..training.run_log import LOG_NAME, read_training_log, stage_of
 
 SHOWN_PER_CLASS = 6
 
@@ -204,11 +203,10 @@ def contact_sheet(images: Sequence[Image.Image], config: ModelConfig, path: Path
 
 def training_summary(folder: Path) -> dict[str, Any] | None:
     """What the shortcut table says of how a network was trained, from the training log in its folder (None if none)."""
-    log_file = folder / "training_log.json"
-    if not log_file.exists():
+    if not (folder / LOG_NAME).exists():
         return None
-    log = json.loads(log_file.read_text())
-    return {**stage_of(log), "seed": log["args"].get("seed"), "final_epoch": log["history"][-1] if log.get("history") else None}
+    log = read_training_log(folder)
+    return {**stage_of(log), "seed": log["args"].get("seed"), "final_epoch": log["history"][-1] if log["history"] else None}
 
 
 def validation_images(split_file: Path, data: str, label_order: Sequence[str], positive_label: str

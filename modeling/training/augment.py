@@ -129,12 +129,6 @@ RECIPES = {"acquisition": ACQUISITION, "framing": FRAMING_ONLY, "shortcut-breaki
 DEFAULT_RECIPE = "shortcut-breaking"
 
 
-def trained_recipe(training_log: dict) -> str:
-    """The recipe a run trained with, from its training_log.json; runs logged before recipes were recorded
-    trained with what is now "acquisition"."""
-    return (training_log.get("augmentation") or {}).get("recipe", "acquisition")
-
-
 def describe(name: str = DEFAULT_RECIPE) -> str:
     return RECIPES[name].describe()
 

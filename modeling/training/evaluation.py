@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ..runtime.inference import Predictor
+from ..runtime.preprocessing import ImageLoadError, read_image
 from .data import attach_transform, label_mapping, label_names, load_data, saved_split
 
 
@@ -34,3 +35,15 @@ def predict_subset(predictor: Predictor, subset: Dataset, desc: str, with_featur
     transform = predictor.transform if change is None else (lambda image: predictor.transform(change(image)))
     loader = DataLoader(attach_transform(subset, transform, to_model), batch_size=batch_size)
     return predictor.predict_loader(loader, desc=desc, with_features=with_features, views=views)
+
+
+def read_folder(folder: Path) -> tuple[list[str], list, list[str]]:
+    """(names, images, names refused by the reader: too small, too elongated, unreadable)."""
+    names, images, refused = [], [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            images.append(read_image(path))
+            names.append(path.name)
+        except ImageLoadError:
+            refused.append(path.name)
+    return names, images, refused

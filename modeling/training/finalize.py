@@ -75,11 +75,12 @@ from ..runtime.probability import log_loss, positive_probs
 from ..runtime.quantize import CALIBRATION_NAME, calibrate, save_calibration
 from ..runtime.reference import REFERENCE_NAME, example_images, write_reference
 from ..runtime.views import DEFAULT_TTA_VIEWS, normalized_views
-from .augment import BatchAugment, trained_recipe
+from .augment import BatchAugment
 from .calibration import THRESHOLD_RULES, calibrated_log_loss, operating_point
 from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
 from .evaluation import predict_split, predict_subset
 from .robustness import PERTURBATIONS
+from .run_log import recipe_of
 
 RUN_FILES = (SPLIT_NAME, "training_log.json", "data_report.json")  # the run's record, copied into the model folder
 # float32 unless asked: int8 and bf16 kernels are the CPU's, and the same int8 model answers otherwise on an AVX2-only
@@ -280,8 +281,7 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
 
         # 4. the out-of-distribution detector
         augmented = ood_gate == "augmented"
-        log_file = run_dir / "training_log.json"
-        recipe = trained_recipe(json.loads(log_file.read_text()) if log_file.exists() else {})
+        recipe = recipe_of(run_dir)
         train_features = ood_train_features(predictor, data, split_file, augmented, recipe)
         detector, ood_threshold = fit_detector(train_features, val_features, ood_quantile,
                                                sizes=predictor.feature_sizes())

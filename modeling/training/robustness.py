@@ -1,4 +1,5 @@
-"""Mild, realistic image changes for the robustness report (`evaluate.py --robustness`).
+"""Image changes: mild, realistic ones for the robustness report (`evaluate.py --robustness`), and the stronger
+ones users make to X-rays (`XRAY_CHANGES`), which the chest X-ray gate must not refuse.
 
 Each takes and returns an RGB PIL image, before the model's own preprocessing.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 import io
 from typing import Callable
 
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 
 def rotate(degrees: float) -> Callable[[Image.Image], Image.Image]:
@@ -73,3 +74,25 @@ PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "gaussian blur r=1.5": blur(1.5), "unsharp mask r=2 150%": sharpen(2, 150), "JPEG quality 30": jpeg(30),
     "half resolution": lower_resolution(0.5), "letterbox 4:3": letterbox(4 / 3), "central crop 85%": central_crop(0.85),
 }
+
+
+def padded(scale: float):
+    """Zoom out onto black on all sides (the training augmentation's padding, here stronger)."""
+    def pad(image: Image.Image) -> Image.Image:
+        canvas = Image.new("RGB", (round(image.width * scale), round(image.height * scale)))
+        canvas.paste(image, ((canvas.width - image.width) // 2, (canvas.height - image.height) // 2))
+        return canvas
+    return pad
+
+
+def burnt_in_text(image: Image.Image) -> Image.Image:
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    for line in range(4):
+        draw.text((5, 5 + 12 * line), f"R   PORTABLE AP   2019-03-0{line}", fill=(255, 255, 255))
+    return image
+
+
+XRAY_CHANGES = {"letterbox 16:9": letterbox(16 / 9), "padded x1.4": padded(1.4), "rotate 15°": rotate(15),
+                "blur r=3": blur(3), "brightness x0.6": brightness(0.6), "contrast x1.5": contrast(1.5),
+                "burnt-in text": burnt_in_text}
