@@ -278,7 +278,7 @@ def serve(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
     elif share:
         print("Could not create a public share link (the Gradio share server cannot be reached); the demo is "
               f"still serving at {demo.local_url}; connect to the internet and restart with --share, "
-              "or publish it as a Space (python -m modeling.hub push-space).", flush=True)
+              "or publish it as a Space (python -m scripts.hub push-space).", flush=True)
 
 
 def use_private_cache_folder() -> Path:

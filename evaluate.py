@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--ood-images", type=Path, action="append", default=[],
-                   help="folder of images that are not chest X-rays (python -m modeling.gate_training.non_xray DIR); repeatable")
+                   help="folder of images that are not chest X-rays (python -m scripts.non_xray DIR); repeatable")
     p.add_argument("--other-xrays", type=Path, action="append", default=[],
                    help="folder of chest X-rays from other sources, reported separately; repeatable")
     p.add_argument("--robustness", action="store_true", help="also evaluate under mild image changes")

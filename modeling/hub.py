@@ -1,8 +1,8 @@
 """Publish to the Hugging Face Hub: the model (weights, config, card, plots) and the demo Space.
 
-    python -m modeling.hub card MODEL_DIR --repo-id USER/NAME            # write MODEL_DIR/README.md
-    python -m modeling.hub push MODEL_DIR --repo-id USER/NAME [--dry-run]
-    python -m modeling.hub push-space --repo-id USER/SPACE --model-repo USER/NAME [--dry-run]
+    python -m scripts.hub card MODEL_DIR --repo-id USER/NAME            # write MODEL_DIR/README.md
+    python -m scripts.hub push MODEL_DIR --repo-id USER/NAME [--dry-run]
+    python -m scripts.hub push-space --repo-id USER/SPACE --model-repo USER/NAME [--dry-run]
 
 The card is `model_card.md` filled from the model folder's own files: config.json,
 training_log.json, data_report.json and eval/metrics.json (written by
@@ -11,10 +11,8 @@ then downloads together.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,9 @@ from .runtime.reference import REFERENCE_NAME
 from .training.augment import describe as describe_augmentation
 from .training.calibration import THRESHOLD_RULES
 from .training.metrics import RATES
-from .training.run_log import completed, epoch_cost, training_precision
+from .training.run_log import completed, epoch_cost, runnable, training_precision
 
-FINALIZE_COMMAND = re.compile(r"python -m modeling\.(training\.)?finalize ")  # folders finalized before the move
+FINALIZE_COMMAND = re.compile(r"python -m scripts\.finalize ")
 CARD_TEMPLATE = Path("model_card.md")  # the project's template, as the commands below are run from its root
 DATASET_ID = "hf-vision/chest-xray-pneumonia"
 MODEL_FILES = ["model.safetensors", "config.json", "ood.safetensors", "int8-calibration.safetensors", "README.md",
@@ -106,7 +104,8 @@ def build_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
         ood_fitted_on=config.ood.get("fitted_on"),
         ood_not_xray_stages=", ".join(config.ood["stages"][i] for i in config.ood.get("not_xray_stages", [])),
         xray_gate=gate_card_context(model_dir, config),
-        reference=(model_dir / REFERENCE_NAME).exists(), lineage=log["lineage"],
+        reference=(model_dir / REFERENCE_NAME).exists(),
+        lineage=[{**stage, "command": runnable(stage["command"])} for stage in log["lineage"]],
         lineage_hours=sum(stage["hours"] for stage in log["lineage"]) + epoch_cost(log)["hours"],
     )
 
@@ -117,8 +116,8 @@ def gate_card_context(model_dir: Path, config: ModelConfig) -> dict[str, Any] | 
     if not config.xray_gate:
         return None
     evaluation = model_dir / "xray_gate_eval" / "report.json"
-    return {"settings": config.xray_gate, "report": _read_json(model_dir / config.xray_gate["report"],
-                                                                 "it is written by python -m modeling.gate_training.train"),
+    report = _read_json(model_dir / config.xray_gate["report"], "it is written by python -m scripts.train_xray_gate")
+    return {"settings": config.xray_gate, "report": {**report, "command": runnable(report["command"])},
             "evaluation": json.loads(evaluation.read_text()) if evaluation.exists() else None}
 
 
@@ -127,7 +126,7 @@ def reproduction_commands(log: dict[str, Any], config: ModelConfig) -> list[str]
     logged (without --resume, which only continues an interrupted run) with the batch size pinned, so that the same
     command runs the same recipe on a CPU and on a GPU (where the default batch differs), then the finalize command
     recorded in config.json."""
-    finalized_by = config.validation.get("finalized_by", "")
+    finalized_by = runnable(config.validation.get("finalized_by", ""))
     return [_pinned(log.get("command") or train_command(log["args"]), log["args"]["batch_size"]),
             *([finalized_by] if FINALIZE_COMMAND.match(finalized_by) else [])]
 
@@ -181,7 +180,7 @@ def space_operations(root: Path, model_repo: str) -> list[CommitOperationAdd]:
     return operations
 
 
-def _commit(repo_id: str, repo_type: str, operations: list[CommitOperationAdd], message: str,
+def upload(repo_id: str, repo_type: str, operations: list[CommitOperationAdd], message: str,
             private: bool = False, space_variables: dict[str, str] | None = None) -> str:
     if not get_token():
         raise HubError("No Hugging Face token found: run `hf auth login` (or set HF_TOKEN), or use --dry-run.")
@@ -197,52 +196,3 @@ def _commit(repo_id: str, repo_type: str, operations: list[CommitOperationAdd], 
                        f"{str(error).splitlines()[0][:160]}); check your connection, token and repo id, "
                        "or use --dry-run.") from None
     return info.commit_url
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    card = commands.add_parser("card", help="write MODEL_DIR/README.md from model_card.md")
-    push = commands.add_parser("push", help="upload a model folder (weights, config, card, plots) in one commit")
-    for sub in (card, push):
-        sub.add_argument("model_dir", type=Path)
-        sub.add_argument("--repo-id", required=True)
-        sub.add_argument("--card-template", type=Path, default=CARD_TEMPLATE,
-                         help="the card to fill (default: the project's model_card.md)")
-    push.add_argument("--private", action="store_true")
-    push.add_argument("--dry-run", action="store_true", help="list the files and print the card, upload nothing")
-    space = commands.add_parser("push-space", help="upload the Gradio demo as a Space")
-    space.add_argument("--repo-id", required=True)
-    space.add_argument("--model-repo", required=True, help="the model repo the Space loads")
-    space.add_argument("--project-dir", type=Path, default=Path("."), help="the project to upload (default: here)")
-    space.add_argument("--dry-run", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "card":
-            print(f"wrote {write_card(args.model_dir, args.repo_id, args.card_template)}")
-        elif args.command == "push":
-            card_text = str(build_card(args.model_dir, args.repo_id, args.card_template))
-            (args.model_dir / "README.md").write_text(card_text)
-            operations = model_operations(args.model_dir)
-            if args.dry_run:
-                print(f"would upload to model repo {args.repo_id} in one commit:")
-                print("\n".join(f"  {op.path_in_repo}" for op in operations))
-                print("\n--- README.md (model card) ---\n" + card_text)
-            else:
-                print(_commit(args.repo_id, "model", operations, "Upload pneumonia classifier", args.private))
-        elif args.command == "push-space":
-            operations = space_operations(args.project_dir, args.model_repo)
-            if args.dry_run:
-                print(f"would upload to Space {args.repo_id} (variable PNEUMONIA_MODEL={args.model_repo}):")
-                print("\n".join(f"  {op.path_in_repo}" for op in operations))
-            else:
-                print(_commit(args.repo_id, "space", operations, "Upload pneumonia demo",
-                              space_variables={"PNEUMONIA_MODEL": args.model_repo}))
-    except HubError as error:
-        print(error, file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

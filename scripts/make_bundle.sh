@@ -39,12 +39,12 @@ train() {
 finalize() {
     [ -f "$CANDIDATE/config.json" ] && return
     step "finalizing $RUN into $CANDIDATE"
-    python -m modeling.training.finalize "$RUN" --data "$DATA" --output-dir "$CANDIDATE" --precision float32 \
+    python -m scripts.finalize "$RUN" --data "$DATA" --output-dir "$CANDIDATE" --precision float32 \
         --tta none --threshold-rule prior --weights-dtype bfloat16 --xray-gate "$BUNDLED"
 }
 
 scores() {
-    [ -f "$CANDIDATE/shortcuts/shortcuts.json" ] || python -m modeling.analysis.shortcuts --model "$CANDIDATE" \
+    [ -f "$CANDIDATE/shortcuts/shortcuts.json" ] || python -m scripts.shortcut_scores --model "$CANDIDATE" \
         --data "$DATA" --output-dir "$CANDIDATE/shortcuts" --title "$(basename "$RUN") (as deployed)"
     [ -f "$CANDIDATE/eval-validation/metrics.json" ] || python evaluate.py --model "$CANDIDATE" --data "$DATA" \
         --split validation --output-dir "$CANDIDATE/eval-validation"
@@ -58,7 +58,7 @@ decide() {
 
 test_split() {  # the one evaluation on the test split, of a candidate the rule chose
     python -m scripts.publish_bundle chosen --candidate "$CANDIDATE" || { step "the rule kept $BUNDLED"; return; }
-    [ -d "$RUN/non-xray" ] || python -m modeling.gate_training.non_xray "$RUN/non-xray"
+    [ -d "$RUN/non-xray" ] || python -m scripts.non_xray "$RUN/non-xray"
     [ -f "$CANDIDATE/eval/metrics.json" ] || python evaluate.py --model "$CANDIDATE" --data "$DATA" --split test \
         --output-dir "$CANDIDATE/eval" --ood-images "$RUN/non-xray" --other-xrays "$FORMATS"
 }

@@ -3,7 +3,7 @@
     python -m scripts.ood_development --model "LABEL=MODEL_DIR" [--model ...] --data ../shared/data/chest_xray \
         --output docs/ood_development.png
 
-The evaluation set (`python -m modeling.gate_training.non_xray`: scikit-image, matplotlib and scikit-learn samples,
+The evaluation set (`python -m scripts.non_xray`: scikit-image, matplotlib and scikit-learn samples,
 generated images) and the adult X-rays of ../shared/data/formats measure the gate; nothing here reads
 them. The development set is:
 - photos: Gradio's bundled sample photos (a different package from every evaluation source), each

@@ -4,7 +4,8 @@
     python -m scripts.render_docs --check        # fails if a page is out of date with the files (the tests run it)
 
 This script collects numbers and tables from the bundled model's folder and the run files under docs/; the words are
-in the Jinja templates of docs/templates/: one per page (`PAGES`) and per generated block of the README. A file that is missing leaves its section saying which command writes it.
+in the Jinja templates of docs/templates/, one per page (`PAGES`) and per README block. A missing file leaves its
+section naming the command that writes it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from modeling.analysis.report import format_ood, format_robustness, format_table
 from modeling.hub import reproduction_commands
 from modeling.runtime.config import ModelConfig
 from modeling.training.augment import describe as describe_augmentation
-from modeling.training.run_log import epoch_cost, finalized_into, read_training_log, stage_of
+from modeling.training.run_log import epoch_cost, finalized_into, read_training_log, runnable, stage_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -50,9 +51,9 @@ def _history(kind: str) -> dict[str, Any]:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True, undefined=StrictUndefined)
-    env.globals["nan"] = float("nan")
     env.filters["f"] = format
     env.filters["pct"] = lambda value: "-" if value is None else f"{100 * value:.1f}%"
+    env.filters["runnable"] = runnable  # recorded commands, as they run today
     env.filters["relative"] = lambda path: Path(path).relative_to(ROOT).as_posix()
     return env
 
@@ -80,7 +81,7 @@ def made_by(model_dir: Path, log: dict[str, Any], config: ModelConfig) -> list[s
     for name in ("validation_thresholds.json", "eval-validation/metrics.json", "eval/metrics.json"):
         words = shlex.split((_read(model_dir / name) or {}).get("command", ""))
         if "--ood-images" in words:  # the non-X-ray images it read are generated, not downloaded
-            commands.append(f"python -m modeling.gate_training.non_xray {words[words.index('--ood-images') + 1]}")
+            commands.append(f"python -m scripts.non_xray {words[words.index('--ood-images') + 1]}")
         if words:
             commands.append(shlex.join(words))
     return commands

@@ -4,7 +4,7 @@
         --formats ../shared/data/formats --output-dir weights/pneumonia-resnet50/xray_gate_eval
 
 Groups, each read the way the demo reads an upload (`read_image`, then the network's input):
-- the non-X-ray evaluation set (`python -m modeling.gate_training.non_xray`): "no assessment" counts images the
+- the non-X-ray evaluation set (`python -m scripts.non_xray`): "no assessment" counts images the
   reader refuses and images the gate calls "not a chest X-ray";
 - the test split's X-rays, the adult X-rays of --formats (DICOM, PNG, JPEG), and the validation
   X-rays changed as users change them (`modeling.training.robustness.XRAY_CHANGES`: letterbox, padding,
@@ -87,7 +87,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     predictor = Predictor.from_pretrained(args.model, device="cpu")
     if predictor.xray_gate is None:
-        sys.exit(f"{args.model} has no chest X-ray gate; add one: python -m modeling.training.finalize MODEL_DIR --add-xray-gate DIR")
+        sys.exit(f"{args.model} has no chest X-ray gate; add one: python -m scripts.finalize MODEL_DIR --add-xray-gate DIR")
     threshold = predictor.config.xray_gate["threshold"]
     splits = load_data(args.data)
     validation = saved_split(splits, resolve_model_folder(args.model) / SPLIT_NAME, "validation")

@@ -56,9 +56,9 @@ def free_port() -> int:
 
 
 def finalize_cli(*argv: str) -> None:
-    """`python -m modeling.training.finalize ARGV`, run by the command's own main in this process: the same code path without
+    """`python -m scripts.finalize ARGV`, run by the command's own main in this process: the same code path without
     an interpreter start and its imports (the kill test runs the real process)."""
-    from modeling.training.finalize import main
+    from scripts.finalize import main
     main([str(arg) for arg in argv])
 
 

@@ -29,7 +29,7 @@ def test_the_bundled_card_is_the_template_filled_from_the_bundles_files(tmp_path
     repo_id = re.search(r"hf-hub:([\w.-]+/[\w.-]+)", shipped).group(1)
     monkeypatch.chdir(REPO)  # the card names the folder as it was given: from the repository's root
     build_card(BUNDLE.relative_to(REPO), repo_id, REPO / "model_card.md").save(tmp_path / "README.md")
-    assert (tmp_path / "README.md").read_text() == shipped, "run python -m modeling.hub card weights/pneumonia-resnet50"
+    assert (tmp_path / "README.md").read_text() == shipped, "run python -m scripts.hub card weights/pneumonia-resnet50"
 
 
 def test_the_table_of_changes_gives_a_rows_shortcut_scores_where_they_were_measured():

@@ -241,7 +241,7 @@ def test_finalize_killed_at_any_moment_leaves_the_previous_folder_or_none(tiny_r
     """SIGKILL while the new folder is being written, at each of its stages: the destination is the previous complete
     folder (or, once the renames begin, none, then the new complete one), and the half-made folder never loads."""
     out = tmp_path / "deployed"
-    command = ["-m", "modeling.training.finalize", str(tiny_run_dir), "--data", str(small_data),
+    command = ["-m", "scripts.finalize", str(tiny_run_dir), "--data", str(small_data),
                "--output-dir", str(out), "--precision", "float32", "--tta", "none"]
     finalize_cli(*command[2:])  # in this process; the killed ones below are real processes
     previous = {path.name: path.read_bytes() for path in out.iterdir()}

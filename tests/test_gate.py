@@ -27,7 +27,7 @@ def gate_folder(tmp_path, split_file, threshold: float, name: str = "gate"):
     (folder / GATE_SOURCES_FILE).write_text("[]")
     (folder / GATE_REPORT_FILE).write_text(json.dumps({
         "threshold": threshold, "threshold_rule": "set by the test", "architecture": "resnet10t", "input_size": 112,
-        "command": "python -m modeling.gate_training.train (test)"}))
+        "command": "python -m scripts.train_xray_gate (test)"}))
     return folder
 
 

@@ -174,7 +174,7 @@ def test_a_run_resumed_on_other_machines_gives_the_hours_and_precision_of_each()
 
 @pytest.mark.slow
 def test_push_dry_run_lists_files_and_card(evaluated_model):
-    result = run_script("-m", "modeling.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, "--dry-run")
+    result = run_script("-m", "scripts.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, "--dry-run")
     listed = [line.strip() for line in result.stdout.split("---")[0].splitlines()[1:] if line.strip()]
     assert listed == [op.path_in_repo for op in model_operations(evaluated_model)]
     assert {"model.safetensors", "config.json", "README.md", "eval/metrics.json", "eval/roc.png"} <= set(listed)
@@ -188,7 +188,7 @@ def test_push_dry_run_lists_files_and_card(evaluated_model):
 ])
 def test_push_without_network_or_token_is_one_sentence(evaluated_model, tmp_path, env_extra, expected):
     env = {**os.environ, "HF_HOME": str(tmp_path), **env_extra}
-    result = run_script("-m", "modeling.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, check=False, env=env)
+    result = run_script("-m", "scripts.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, check=False, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().startswith(expected) and len(result.stderr.strip().splitlines()) == 1
 

@@ -75,3 +75,22 @@ def test_the_runtime_loads_no_training_analysis_or_plotting_code():
             f"print(sorted(m for m in sys.modules if m.startswith({RUNTIME_MUST_NOT_LOAD!r})))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert len(runtime) >= 15 and result.stdout.strip() == "[]"
+
+
+COMMAND_HOMES = ("app", "train", "evaluate", "predict", "scripts", "benchmarks")
+
+
+def test_commands_live_at_the_root_scripts_and_benchmarks_never_in_the_library():
+    """The user's four commands at the root, every other in scripts/ (making the model and its pages) or
+    benchmarks/ (measuring it): the library has no entry point of its own and imports none."""
+    import ast
+    entry_points, imports_a_command = [], []
+    for path in modules():
+        tree = ast.parse(path.read_text())
+        if any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body):
+            entry_points.append(module_name(path))
+        for node in ast.walk(tree):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            imports_a_command += [(module_name(path), name) for name in names if name.split(".")[0] in COMMAND_HOMES]
+    assert entry_points == [] and imports_a_command == []

@@ -11,7 +11,6 @@ from modeling.analysis.shortcuts import (
     fields_of,
     gradcam_share_in,
     lung_fields_as_gradcam,
-    main,
     outside_thorax_black,
     thorax_box_mask,
 )
@@ -19,6 +18,7 @@ from modeling.runtime.config import ModelConfig
 from modeling.runtime.inference import runtime_precision
 from modeling.runtime.preprocessing import load_rgb
 from modeling.training.lungs import FALLBACK_BOX, lung_fields
+from scripts.shortcut_scores import main
 from tests.helpers import KERMANY, run_script
 
 NORMAL = sorted((KERMANY / "train" / "NORMAL").iterdir())
@@ -107,7 +107,7 @@ def test_a_map_of_the_lung_fields_themselves_reaches_less_inside_them_at_a_coars
 
 @pytest.mark.slow
 def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_dir, small_data, tmp_path):
-    run_script("-m", "modeling.analysis.shortcuts", "--model", str(tiny_model_dir), "--data", str(small_data),
+    run_script("-m", "scripts.shortcut_scores", "--model", str(tiny_model_dir), "--data", str(small_data),
                "--output-dir", str(tmp_path / "model"), "--contact-sheet")
     scores = json.loads((tmp_path / "model" / "shortcuts.json").read_text())
     split = json.loads((tiny_model_dir / "split.json").read_text())

@@ -8,8 +8,8 @@ computed on validation images, measure two things that change between hospitals 
 - (b) how far P(pneumonia) moves when everything outside the thorax box is set to black, and when the image
   is cropped to the thorax box: mean |dP| and the share of decisions that flip at the model's threshold.
 
-    python -m modeling.analysis.shortcuts --model runs/candidate --data ../shared/data/chest_xray --output-dir runs/candidate/shortcuts
-    python -m modeling.analysis.shortcuts --model weights/pneumonia-resnet50 --data ... --output-dir ... --contact-sheet
+    python -m scripts.shortcut_scores --model runs/candidate --data ../shared/data/chest_xray --output-dir runs/candidate/shortcuts
+    python -m scripts.shortcut_scores --model weights/pneumonia-resnet50 --data ... --output-dir ... --contact-sheet
 
 Writes shortcuts.json and shortcuts.png (Grad-CAM of six NORMAL and six PNEUMONIA validation images with their
 lung fields); --contact-sheet also writes lung_fields.png, the fields and thorax boxes of 48 images, to check
@@ -19,7 +19,6 @@ threshold 0.5. shortcuts.json also keeps the validation ROC-AUC and what the tra
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,15 +29,7 @@ from tqdm.auto import tqdm
 
 from ..runtime.config import ModelConfig
 from ..runtime.display import overlay
-from ..runtime.files import (
-    SPLIT_NAME,
-    folder_written_whole,
-    resolve_model_folder,
-    source_network_folder,
-    write_json_atomic,
-)
 from ..runtime.inference import Predictor
-from ..runtime.model import PneumoniaClassifier
 from ..runtime.preprocessing import read_image, resize_transform, to_rgb
 from ..training.data import label_mapping, label_names, load_data, saved_split
 from ..training.lungs import LungFields, lung_fields
@@ -217,43 +208,3 @@ def validation_images(split_file: Path, data: str, label_order: Sequence[str], p
     images = [to_rgb(read_image(r["bytes"] or r["path"])) for r in tqdm(subset["image"], desc="reading", leave=False)]
     positive = np.array([label_order[to_model[label]] == positive_label for label in subset["label"]])
     return images, positive
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a model folder (with split.json) or a training run's folder")
-    p.add_argument("--data", required=True)
-    p.add_argument("--output-dir", required=True, type=Path)
-    p.add_argument("--precision", choices=["float32", "bfloat16"],
-                   help="run the network in this precision, the image alone (default: as the folder deploys it)")
-    p.add_argument("--title", help="the picture's title (default: the model folder's name)")
-    p.add_argument("--no-gradcam", action="store_true", help="only the black-out and crop scores")
-    p.add_argument("--contact-sheet", action="store_true", help="also draw the lung fields of 48 validation images")
-    args = p.parse_args(argv)
-    folder = resolve_model_folder(args.model)
-    split_file, name, training = folder / SPLIT_NAME, folder.name, training_summary(folder)
-    if source_network_folder(folder) != folder:  # a training run: its network, the image alone
-        network = PneumoniaClassifier.from_pretrained(source_network_folder(folder))
-        predictor = Predictor(network, precision=args.precision or "float32", views=[])
-    else:
-        predictor = Predictor.from_pretrained(folder)
-        if args.precision:
-            predictor = Predictor(predictor.model, precision=args.precision, views=[])
-    config = predictor.config
-    images, positive = validation_images(split_file, args.data, config.label_names, config.positive_label)
-    scores, details = shortcut_scores(predictor, images, positive, gradcam=not args.no_gradcam)
-    scores["model"] = str(args.model)
-    scores["title"] = args.title or name
-    scores["training"] = training
-    with folder_written_whole(args.output_dir) as out:
-        write_json_atomic(out / "shortcuts.json", scores)
-        if not args.no_gradcam:
-            gradcam_figure(images, positive, details, args.title or name, out / "shortcuts.png")
-        if args.contact_sheet:
-            order = np.r_[np.flatnonzero(~positive)[:24], np.flatnonzero(positive)[:24]]
-            contact_sheet([images[i] for i in order], config, out / "lung_fields.png")
-    print({k: v for k, v in scores.items() if k != "model"})
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Assemble images that are not chest X-rays, to measure the out-of-distribution warning.
 
-    python -m modeling.gate_training.non_xray OUT_DIR
+    python -m scripts.non_xray OUT_DIR
 
 Sources, all shipped inside Python packages (no download): the sample images of scikit-image
 (photos, microscopy, histology, retina fundus, a CT phantom, text pages), matplotlib and
@@ -10,10 +10,8 @@ screenshot-like text, chart and shape images. Every file name says where it came
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -137,18 +135,3 @@ def assemble(out_dir: Path, seed: int = 0) -> list[Path]:
         for name, image in sorted(images.items()):
             image.save(folder / f"{name}.png")
     return [out_dir / f"{name}.png" for name in sorted(images)]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir", type=Path)
-    paths = assemble(parser.parse_args().out_dir)
-    groups: dict[str, int] = {}
-    for path in paths:
-        group = path.stem.split("-")[0] + ("-grey" if path.stem.endswith("-grey") else "")
-        groups[group] = groups.get(group, 0) + 1
-    print(f"{len(paths)} images in {os.fspath(paths[0].parent)}: {groups}")
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,7 @@ from typing import Any
 from .config import ModelConfig
 from .files import SPLIT_NAME, WEIGHTS_NAME, ModelLoadError, file_sha256
 
-REFIT = "python -m modeling.training.finalize MODEL_DIR --data DIR_OR_ID"
+REFIT = "python -m scripts.finalize MODEL_DIR --data DIR_OR_ID"
 
 
 def split_fingerprint(folder: Path) -> str | None:

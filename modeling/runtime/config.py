@@ -146,7 +146,7 @@ class ModelConfig:
             raise ConfigError("precision 'int8' needs an int8 calibration (inference.quantization.file); "
                               "run python -m modeling.runtime.quantize")
         if self.xray_gate and not (self.xray_gate.get("file") and isinstance(self.xray_gate.get("threshold"), (int, float))):
-            raise ConfigError("inference.xray_gate needs a file and a threshold; run python -m modeling.training.finalize "
+            raise ConfigError("inference.xray_gate needs a file and a threshold; run python -m scripts.finalize "
                               "MODEL_DIR --add-xray-gate GATE_DIR")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")

@@ -33,7 +33,7 @@ GATE_SOURCES_FILE, GATE_REPORT_FILE = "xray_gate_sources.json", "gate_report.jso
 GATE_ARCHITECTURE = "resnet10t"
 GATE_SIZE = 112
 GATE_MEAN, GATE_STD = 0.5, 0.25  # grey levels in [0, 1] -> about [-2, 2]
-RETRAIN = "python -m modeling.gate_training.train --help, then python -m modeling.training.finalize MODEL_DIR --add-xray-gate GATE_DIR"
+RETRAIN = "python -m scripts.train_xray_gate --help, then python -m scripts.finalize MODEL_DIR --add-xray-gate GATE_DIR"
 
 
 class XrayGate(nn.Module):

@@ -113,7 +113,7 @@ class StagedDetector:
             return cls(stages, [int(n) for n in t["sizes"]], t["stage_scales"]), metadata
         except KeyError as error:
             raise ModelLoadError(f"The out-of-distribution detector {Path(path).name} lacks {error}; "
-                                 "re-run python -m modeling.training.finalize.") from None
+                                 "re-run python -m scripts.finalize.") from None
 
 
 def fit_detector(train_features: np.ndarray, validation_features: np.ndarray, quantile: float,

@@ -4,7 +4,7 @@ torchao's PT2E flow with its `X86InductorQuantizer`: the network is exported, ob
 the activation ranges on training images, and Inductor compiles the quantized graph (with
 freezing) into oneDNN int8 kernels (VNNI): several times faster than fp32 at batch 1.
 
-Calibration runs once, in `python -m modeling.training.finalize ... --precision int8`, and its result, the
+Calibration runs once, in `python -m scripts.finalize ... --precision int8`, and its result, the
 observers' statistics (no images, no code), is saved beside the weights as
 `int8-calibration.safetensors`. An exported graph has a fixed batch size, so `Int8Forward`
 exports, quantizes and compiles once per batch size it meets (a few seconds each). With a
@@ -35,7 +35,7 @@ CALIBRATION_NAME = "int8-calibration.safetensors"
 
 
 class Int8CalibrationError(ModelLoadError):
-    """The saved int8 calibration does not fit the network (re-run `python -m modeling.training.finalize`)."""
+    """The saved int8 calibration does not fit the network (re-run `python -m scripts.finalize`)."""
 
 
 class _WithFeatures(nn.Module):
@@ -116,7 +116,7 @@ def quantized(model: nn.Module, calibration: dict[str, torch.Tensor], batch_size
     if expected != set(calibration):
         raise Int8CalibrationError(
             f"The int8 calibration has {len(calibration)} observer tensors, the exported network {len(expected)} "
-            "(another torch/torchao version?); re-run `python -m modeling.training.finalize MODEL_DIR --data ... --precision int8`.")
+            "(another torch/torchao version?); re-run `python -m scripts.finalize MODEL_DIR --data ... --precision int8`.")
     prepared.load_state_dict(calibration, strict=False)
     for name, weight in _observers(prepared, of_weights=True).items():  # the weights as they are now
         getattr(prepared, name)(attrgetter(weight.target)(prepared))

@@ -7,7 +7,7 @@ from .config import ModelConfig
 from .geometry import view_matrix, warp
 from .preprocessing import normalize
 
-# the views that `python -m modeling.training.finalize --tta default` stores in config.json
+# the views that `python -m scripts.finalize --tta default` stores in config.json
 DEFAULT_TTA_VIEWS = [{"zoom": 1.1, "degrees": 0.0}, {"zoom": 1.0, "degrees": -5.0}, {"zoom": 1.0, "degrees": 5.0}]
 
 def normalized_views(pixels: torch.Tensor, views: list[dict[str, float]], config: ModelConfig) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """From trained weights to a deployable model folder, in one pass fitted for what will be deployed.
 
-    python -m modeling.training.finalize RUN_DIR --data DIR_OR_ID [--output-dir DIR] [--precision int8|bfloat16|float32]
+    python -m scripts.finalize RUN_DIR --data DIR_OR_ID [--output-dir DIR] [--precision int8|bfloat16|float32]
                                 [--tta default|none|auto] [--threshold-rule sensitivity|youden|prior]
                                 [--target-sensitivity 0.95] [--weights-dtype float32|bfloat16]
                                 [--ood-gate as-is|augmented] [--xray-gate GATE_DIR]
-    python -m modeling.training.finalize MODEL_DIR --add-xray-gate GATE_DIR
+    python -m scripts.finalize MODEL_DIR --add-xray-gate GATE_DIR
 
 RUN_DIR is a training run's folder: its network in RUN_DIR/trained/ (or RUN_DIR itself, when it is
 a model folder), split.json and the training log. The deployable folder (default RUN_DIR/model/) is
@@ -33,15 +33,9 @@ runs this at its end with its own defaults.
 """
 from __future__ import annotations
 
-from ..runtime.host import use_tcmalloc
-
-if __name__ == "__main__":
-    use_tcmalloc()  # before torch is imported (see modeling/runtime/host.py)
-
-import argparse  # noqa: E402 - after the allocator is chosen
+import argparse
 import json
 import shutil
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -77,7 +71,7 @@ from ..runtime.reference import REFERENCE_NAME, example_images, write_reference
 from ..runtime.views import DEFAULT_TTA_VIEWS, normalized_views
 from .augment import BatchAugment
 from .calibration import THRESHOLD_RULES, calibrated_log_loss, operating_point
-from .data import DataLoadError, DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
+from .data import DecodedImages, decode_once, first, label_mapping, label_names, load_data, saved_split
 from .evaluation import predict_split, predict_subset
 from .robustness import PERTURBATIONS
 from .run_log import recipe_of
@@ -114,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
                         help="; ".join(f"{name}: {meaning}" for name, meaning in OOD_GATES.items()))
     parser.add_argument(f"--{prefix}int8-images", type=int, default=256, help="training images to calibrate int8 on")
     parser.add_argument(f"--{prefix}xray-gate", type=Path, default=None, metavar="GATE_DIR",
-                        help="a chest X-ray gate trained on this split (python -m modeling.gate_training.train): it alone "
+                        help="a chest X-ray gate trained on this split (python -m scripts.train_xray_gate): it alone "
                              "decides 'not a chest X-ray'")
 
 
@@ -127,7 +121,7 @@ def install_xray_gate(gate_dir: Path, folder: Path) -> tuple[dict[str, Any], Xra
         report = json.loads((gate_dir / GATE_REPORT_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         raise ModelLoadError(f"{gate_dir.name} holds no readable {GATE_REPORT_FILE}; it is not a folder that "
-                             "python -m modeling.gate_training.train wrote.") from None
+                             "python -m scripts.train_xray_gate wrote.") from None
     for name in (GATE_FILE, GATE_SOURCES_FILE, GATE_REPORT_FILE):
         shutil.copy2(gate_dir / name, folder / name)
     settings = {"file": GATE_FILE, "sha256": file_sha256(folder / GATE_FILE), "threshold": float(report["threshold"]),
@@ -315,35 +309,3 @@ def finalize(run_dir: Path, data: str, output_dir: Path | None = None, precision
         deployed.save(folder / CONFIG_NAME)
     log(f"finalized {out} in {time.time() - started:.0f} s")
     return validation
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", help="the imagefolder or Hub dataset id the run was trained on (required, except "
-                                            "with --add-xray-gate)")
-    parser.add_argument("--add-xray-gate", type=Path, metavar="GATE_DIR",
-                        help="only put this chest X-ray gate into the finalized folder RUN_DIR, leaving the rest as it is")
-    parser.add_argument("--output-dir", type=Path, help=f"where to write the deployable folder (default: RUN_DIR/{DEPLOYED_DIR})")
-    add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        if args.add_xray_gate:
-            return add_xray_gate(args.run_dir, args.add_xray_gate)
-        if not args.data:
-            sys.exit("finalize needs --data: the imagefolder or Hub dataset id the run was trained on")
-        finalize(args.run_dir, args.data, args.output_dir, precision=args.precision, tta=args.tta,
-                 threshold_rule=args.threshold_rule, target_sensitivity=args.target_sensitivity,
-                 weights_dtype=args.weights_dtype, ood_quantile=args.ood_quantile, ood_gate=args.ood_gate,
-                 int8_images=args.int8_images, xray_gate=args.xray_gate,
-                 command=" ".join(["python -m modeling.training.finalize", *(argv if argv is not None else sys.argv[1:])]))
-    except (ModelLoadError, DataLoadError) as error:
-        sys.exit(str(error))
-
-
-if __name__ == "__main__":
-    main()

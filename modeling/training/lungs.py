@@ -18,7 +18,7 @@ all, the fields are the two halves of the standard thorax box (`FALLBACK_BOX`), 
 False. The thorax box is the fields' bounding box grown by `BOX_MARGIN` (more at the bottom, where the lungs
 reach below the diaphragm's dome), and it reaches down at least as far as the standard box: a lung base
 whitened by consolidation is often missed by step 2. Checked by eye
-on contact sheets of validation images: `python -m modeling.analysis.shortcuts --contact-sheet`.
+on contact sheets of validation images: `python -m scripts.shortcut_scores --contact-sheet`.
 """
 from __future__ import annotations
 

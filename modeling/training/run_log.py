@@ -115,6 +115,24 @@ def shown_in(text: str) -> str:
     return text.replace(str(Path.home()), "~")
 
 
+# commands that moved, under the names they run by today: the records keep what ran, the pages show what to run
+MOVED_COMMANDS = {"python -m modeling.training.finalize ": "python -m scripts.finalize ",
+                  "python -m modeling.finalize ": "python -m scripts.finalize ",
+                  "python -m modeling.analysis.shortcuts ": "python -m scripts.shortcut_scores ",
+                  "python -m modeling.gate_training.non_xray ": "python -m scripts.non_xray ",
+                  "python -m modeling.gate_training.train ": "python -m scripts.train_xray_gate ",
+                  "python -m modeling.gate_training ": "python -m scripts.train_xray_gate ",
+                  "python -m modeling.hub ": "python -m scripts.hub "}
+
+
+def runnable(command: str) -> str:
+    """A recorded command as it runs today (`MOVED_COMMANDS`)."""
+    for old, new in MOVED_COMMANDS.items():
+        if command.startswith(old):
+            return new + command[len(old):]
+    return command
+
+
 def finalized_into(config: Any) -> str:
     """The folder modeling.training.finalize wrote, as its command in a model's config.json (`ModelConfig`) names it."""
     words = shlex.split(config.validation.get("finalized_by", ""))
