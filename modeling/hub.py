@@ -127,7 +127,7 @@ def reproduction_commands(log: dict[str, Any], config: ModelConfig) -> list[str]
     command runs the same recipe on a CPU and on a GPU (where the default batch differs), then the finalize command
     recorded in config.json."""
     finalized_by = runnable(config.validation.get("finalized_by", ""))
-    return [_pinned(log.get("command") or train_command(log["args"]), log["args"]["batch_size"]),
+    return [_pinned(runnable(log.get("command") or train_command(log["args"])), log["args"]["batch_size"]),
             *([finalized_by] if FINALIZE_COMMAND.match(finalized_by) else [])]
 
 

@@ -23,7 +23,7 @@ from modeling.analysis.report import format_ood, format_robustness, format_table
 from modeling.hub import reproduction_commands
 from modeling.runtime.config import ModelConfig
 from modeling.training.augment import describe as describe_augmentation
-from modeling.training.run_log import epoch_cost, finalized_into, read_training_log, runnable, stage_of
+from modeling.training.run_log import epoch_cost, finalized_into, read_training_log, runnable, shown_in, stage_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -71,7 +71,7 @@ def bundle_context(model_dir: Path) -> dict[str, Any]:
             "augmentation": describe_augmentation(log["augmentation"]["recipe"]),
             "inference": json.loads((model_dir / "config.json").read_text())["inference"], "metrics": metrics,
             "rates_table": format_table(metrics), "earlier_bundles": _history("test-metrics"),
-            "references": REFERENCES, "finalized_into": finalized_into(config),
+            "references": REFERENCES, "finalized_into": shown_in(finalized_into(config)),
             "commands": made_by(model_dir, log, config), "gate": gate_context(model_dir)}
 
 

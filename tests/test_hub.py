@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
 from modeling.hub import build_card, model_operations, space_operations
-from modeling.training.run_log import completed, epoch_cost, read_training_log, training_precision
+from modeling.training.run_log import MOVED_COMMANDS, completed, epoch_cost, read_training_log, runnable, training_precision
 from tests.helpers import KERMANY, REPO, evaluate_cli, modeling_imports, run_script
 from tests.hub_cache import add_to_hub_cache
 
@@ -147,6 +147,16 @@ def test_the_one_reader_fills_in_what_older_logs_lack_and_keeps_what_they_have(t
     assert all(read["history"][i][key] == value for i, record in enumerate(bundled["history"])
                for key, value in record.items())
     assert read["args"] == {"mixed_precision": "bf16", **bundled["args"]} and read["command"] == bundled["command"]
+
+
+def test_recorded_commands_are_shown_as_they_run_today():
+    """A bundle's records keep the commands that ran; the card and pages show each under its present name (a
+    module that still exists) and the server's home as ~."""
+    recorded = f"python -m modeling.finalize runs/r --output-dir {Path.home() / 'runs' / 'b'}"
+    assert runnable(recorded) == "python -m scripts.finalize runs/r --output-dir ~/runs/b"
+    for command in MOVED_COMMANDS.values():
+        assert (REPO / (command.split()[2].replace(".", "/") + ".py")).is_file(), command
+    assert runnable("python train.py --data d") == "python train.py --data d"
 
 
 def test_training_hours_at_the_median_epoch_leave_out_a_paused_epoch():

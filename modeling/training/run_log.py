@@ -126,11 +126,11 @@ MOVED_COMMANDS = {"python -m modeling.training.finalize ": "python -m scripts.fi
 
 
 def runnable(command: str) -> str:
-    """A recorded command as it runs today (`MOVED_COMMANDS`)."""
+    """A recorded command as it runs today (`MOVED_COMMANDS`), with the server's home shown as ~."""
     for old, new in MOVED_COMMANDS.items():
         if command.startswith(old):
-            return new + command[len(old):]
-    return command
+            command = new + command[len(old):]
+    return shown_in(command)
 
 
 def finalized_into(config: Any) -> str:
