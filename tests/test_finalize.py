@@ -192,7 +192,7 @@ def test_artifacts_fitted_for_other_settings_are_refused_with_the_refit_command(
     config = json.loads((switched / "config.json").read_text())
     config["inference"]["precision"] = "bfloat16"
     (switched / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match=r"fitted for float32 .* deploys bfloat16.*python -m modeling\.training\.finalize"):
+    with pytest.raises(ModelLoadError, match=r"fitted for float32 .* deploys bfloat16.*python -m scripts\.finalize"):
         Predictor.from_pretrained(switched)
 
     other = tmp_path / "views"  # a detector fitted with other views, copied in with its config entry
