@@ -33,7 +33,10 @@ def test_upload_shows_decision_and_heatmap(tiny_model_dir, tmp_path):
             assert any(words in decision.inner_text() for words in ("Pneumonia suspected", "No pneumonia detected"))
             heatmap = page.locator("#heatmap img")
             expect(heatmap).to_be_visible(timeout=30_000)
-            assert heatmap.evaluate("img => img.complete && img.naturalWidth") == 224
+            # visible comes before decoded: wait, within a bound, for the image to finish loading, then read its size
+            page.wait_for_function("() => { const img = document.querySelector('#heatmap img'); "
+                                   "return img !== null && img.complete && img.naturalWidth > 0; }", timeout=30_000)
+            assert heatmap.evaluate("img => img.naturalWidth") == 224
             expect(page.get_by_text("validation sensitivity was")).to_be_visible()
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             browser.close()
