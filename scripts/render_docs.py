@@ -65,14 +65,14 @@ def bundle_context(model_dir: Path) -> dict[str, Any]:
     log = read_training_log(model_dir)
     config = ModelConfig.load(model_dir / "config.json")
     metrics = json.loads((model_dir / "eval" / "metrics.json").read_text())
-    cost = epoch_cost(log)
+    cost, inference = epoch_cost(log), json.loads((model_dir / "config.json").read_text())["inference"]
     return {"model_dir": model_dir, "log": log, "cost": cost, "stages": [*log["lineage"], stage_of(log)],
             "lineage_hours": sum(stage["hours"] for stage in log["lineage"]) + cost["hours"],
-            "augmentation": describe_augmentation(log["augmentation"]["recipe"]),
-            "inference": json.loads((model_dir / "config.json").read_text())["inference"], "metrics": metrics,
+            "augmentation": describe_augmentation(log["augmentation"]["recipe"]), "inference": inference,
+            "metrics": metrics,
             "rates_table": format_table(metrics), "earlier_bundles": _history("test-metrics"),
             "references": REFERENCES, "finalized_into": shown_in(finalized_into(config)),
-            "commands": made_by(model_dir, log, config), "gate": gate_context(model_dir)}
+            "commands": made_by(model_dir, log, config), "gate": gate_context(model_dir, inference.get("xray_gate"))}
 
 
 def made_by(model_dir: Path, log: dict[str, Any], config: ModelConfig) -> list[str]:
@@ -87,10 +87,9 @@ def made_by(model_dir: Path, log: dict[str, Any], config: ModelConfig) -> list[s
     return commands
 
 
-def gate_context(model_dir: Path) -> dict[str, Any] | None:
+def gate_context(model_dir: Path, gate: dict[str, Any] | None) -> dict[str, Any] | None:
     """The chest X-ray gate: config.json's record, its training report, and its evaluation's counts (None without a
     gate). `counts`: per group, 'k/n (p%)' of images without an answer (non-X-rays) or wrongly refused (X-rays)."""
-    gate = json.loads((model_dir / "config.json").read_text())["inference"].get("xray_gate")
     if not gate:
         return None
     evaluation = _read(model_dir / "xray_gate_eval" / "report.json")
@@ -178,10 +177,10 @@ def largest_robustness_cost(metrics: dict) -> tuple[str, float]:
     return name, 100 * (metrics["accuracy"] - change["accuracy"])
 
 
-def ood_context(model_dir: Path) -> dict[str, Any]:
-    metrics = json.loads((model_dir / "eval" / "metrics.json").read_text())
-    context: dict[str, Any] = {"inference": json.loads((model_dir / "config.json").read_text())["inference"],
-                               "gate": gate_context(model_dir), "metrics": metrics, "robustness": None}
+def ood_context(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The detector and gate as the bundle deploys them, and the evaluation sets' reports (from `bundle_context`)."""
+    model_dir, metrics = bundle["model_dir"], bundle["metrics"]
+    context = {key: bundle[key] for key in ("inference", "gate", "metrics")} | {"robustness": None}
     if "ood" in metrics:
         candidates = _history("ood")
         context |= {"ood_report": format_ood(metrics["ood"]), "deployed_gate": gate_summary(metrics["ood"]),
@@ -217,7 +216,7 @@ def replace_block(text: str, name: str, body: str) -> str:
 def rendered_pages(model_dir: Path) -> dict[Path, str]:
     """Every page this script writes, as it would write it now."""
     env, readme, bundle = environment(), ROOT / "README.md", bundle_context(model_dir)
-    contexts = {"experiments.md": experiments_context(bundle), "out-of-distribution.md": ood_context(model_dir),
+    contexts = {"experiments.md": experiments_context(bundle), "out-of-distribution.md": ood_context(bundle),
                 "speed.md": speed_context()}
     text = readme.read_text()
     for block, template in README_BLOCKS.items():
