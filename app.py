@@ -317,13 +317,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
-    private_folder = use_private_cache_folder()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     try:
         predictor = Predictor.from_pretrained(args.model, compile=args.compile, int8_package_dir=INT8_PACKAGES)
     except ModelLoadError as error:
         sys.exit(str(error))
+    private_folder = use_private_cache_folder()  # only for a server that will run
     demo = build_demo(predictor, cache_minutes=args.cache_minutes)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # how Spaces and containers stop a server, and Ctrl-C

@@ -128,7 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--no-finalize", action="store_true", help="stop after training (finalize later with modeling.training.finalize)")
+    p.add_argument("--no-finalize", action="store_true",
+                   help="stop after training (finalize later: python -m scripts.finalize RUN_DIR --data ...)")
     finalize_options = p.add_argument_group("finalize", "how the run is finalized at the end (modeling.training.finalize)")
     add_finalize_arguments(finalize_options, prefix="finalize-")
     return p.parse_args(argv)

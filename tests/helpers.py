@@ -83,6 +83,21 @@ def evaluate_cli(*argv: str) -> str:
     return printed_by(lambda args: evaluate.evaluate(evaluate.parse_args(args)), argv)
 
 
+def train_cli(*argv: str) -> str:
+    """`python train.py ARGV` in this process, as predict_cli (the runs that train stay real processes)."""
+    import train
+    return printed_by(lambda args: train.main(train.parse_args(args)), argv)
+
+
+def refusal(cli, *argv) -> str:
+    """The one sentence a command, run by `cli` in this process, stops with: its SystemExit message, which is all a
+    user sees of it on stderr (an exception of any other kind fails the test, as a traceback would)."""
+    with pytest.raises(SystemExit) as stopped:
+        cli(*[str(arg) for arg in argv])
+    assert isinstance(stopped.value.code, str), f"exited with {stopped.value.code!r}, not a sentence"
+    return stopped.value.code
+
+
 def modeling_imports(path: Path, package: Path = REPO / "modeling") -> set[str]:
     """The modules of `package` (dotted below it; "" for the package itself) that a file imports anywhere in it,
     relative imports and imports inside functions included; the file may lie inside the package or beside it."""

@@ -20,9 +20,9 @@ from modeling.runtime.files import WEIGHTS_NAME
 from modeling.runtime.inference import runtime_precision
 from modeling.runtime.ood import OOD_FILE
 from modeling.runtime.quantize import CALIBRATION_NAME
-from modeling.training.run_log import recipe_of
 from modeling.training.finalize import ood_train_features
 from modeling.training.robustness import PERTURBATIONS
+from modeling.training.run_log import recipe_of
 from scripts.threshold_images import main as threshold_images
 from tests.helpers import REPO, evaluate_cli, finalize_cli, free_port
 
@@ -31,14 +31,25 @@ pytestmark = pytest.mark.slow  # every test here trains, finalizes, evaluates or
 PRECISIONS = ["float32", "bfloat16", "int8"]
 
 
+def _finalized_with_views(tiny_model_dir, small_data, tmp_path_factory, precision: str):
+    """The tiny run finalized by the CLI, with the default test-time views, into a folder of its own."""
+    out = tmp_path_factory.mktemp(f"final-{precision}") / "model"
+    extra = ["--int8-images", "16"] if precision == "int8" else []
+    finalize_cli(tiny_model_dir, "--data", small_data, "--output-dir", out, "--precision", precision, "--tta", "default",
+                 *extra)
+    return out
+
+
+@pytest.fixture(scope="module")
+def float32_views_folder(tiny_model_dir, small_data, tmp_path_factory):
+    return _finalized_with_views(tiny_model_dir, small_data, tmp_path_factory, "float32")
+
+
 @pytest.fixture(scope="module", params=PRECISIONS)
 def finalized(request, tiny_model_dir, small_data, tmp_path_factory):
-    """The tiny run finalized by the CLI, with the default test-time views, into a folder of its own."""
-    out = tmp_path_factory.mktemp(f"final-{request.param}") / "model"
-    extra = ["--int8-images", "16"] if request.param == "int8" else []
-    finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(out),
-               "--precision", request.param, "--tta", "default", *extra)
-    return request.param, out
+    if request.param == "float32":
+        return "float32", request.getfixturevalue("float32_views_folder")
+    return request.param, _finalized_with_views(tiny_model_dir, small_data, tmp_path_factory, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +78,8 @@ def test_finalize_fits_every_artifact_for_the_deployed_settings(finalized):
     assert "threshold" not in json.loads((folder / "training_log.json").read_text())
 
 
-def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_loss_as_is_and_changed(tiny_model_dir, small_data,
-                                                                                   tmp_path, capsys):
+def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_loss_as_is_and_changed(
+        tiny_model_dir, small_data, tmp_path, capsys, float32_views_folder, float32_folder):
     out = tmp_path / "model"
     finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
                         str(out), "--precision", "float32", "--tta", "auto")
@@ -87,10 +98,8 @@ def test_auto_views_deploy_the_candidate_with_the_lower_calibrated_loss_as_is_an
     card = " ".join(str(build_card(out, "someone/tiny-test", REPO / "model_card.md")).split())
     assert "The views follow a stated principle" in card and f": {choice['chosen']})." in card
     assert "the run's final ones (epoch 2, the moving average of the weights), by principle" in card
-    for name, views in (("default", "default"), ("none", "none")):  # each candidate's score is what it deploys with
-        fixed = tmp_path / name
-        finalize_cli(str(tiny_model_dir), "--data", str(small_data), "--output-dir",
-                   str(fixed), "--precision", "float32", "--tta", views)
+    # each candidate's score is what it deploys with: the folders finalized with "--tta default" and "--tta none"
+    for name, fixed in (("default", float32_views_folder), ("none", float32_folder)):
         deployed = json.loads((fixed / "config.json").read_text())["inference"]["validation"]
         assert deployed["log_loss_after"] == pytest.approx(choice["per_change"][name]["as is"], abs=1e-6)
 

@@ -17,8 +17,16 @@ from safetensors.torch import load_file, save_file
 
 from modeling import ModelLoadError, PneumoniaClassifier, Predictor, load_rgb
 from modeling.hub import build_card, model_operations, space_operations
-from modeling.training.run_log import MOVED_COMMANDS, completed, epoch_cost, read_training_log, runnable, training_precision
-from tests.helpers import KERMANY, REPO, evaluate_cli, modeling_imports, run_script
+from modeling.training.run_log import (
+    MOVED_COMMANDS,
+    completed,
+    epoch_cost,
+    read_training_log,
+    runnable,
+    training_precision,
+)
+from scripts.hub import main as hub_main
+from tests.helpers import KERMANY, REPO, evaluate_cli, modeling_imports, printed_by, run_script
 from tests.hub_cache import add_to_hub_cache
 
 BUNDLE = REPO / "weights" / "pneumonia-resnet50"
@@ -48,62 +56,46 @@ def hub_cache(evaluated_model, tmp_path_factory):
     return cache
 
 
-def _offline_env(cache):
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
+IMAGES = [sorted((KERMANY / "test" / label).iterdir())[0] for label in ("NORMAL", "PNEUMONIA")]
 
 
-def _script(code: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow
-def test_from_pretrained_reads_a_hub_id_from_the_offline_cache(hub_cache, evaluated_model):
-    code = ("from modeling import PneumoniaClassifier as P; import json;"
-            f"m = P.from_pretrained('{REPO_ID}'); v0 = P.from_pretrained('{REPO_ID}', revision='v0');"
-            "print(json.dumps([m.config.threshold, v0.config.threshold, m.config.architecture]))")
-    result = _script(code, _offline_env(hub_cache))
-    assert result.returncode == 0, result.stderr
-    threshold, old_threshold, architecture = json.loads(result.stdout.strip().splitlines()[-1])
-    assert threshold == PneumoniaClassifier.from_pretrained(evaluated_model).config.threshold
-    assert old_threshold == 0.123 and architecture == "test_resnet"
+@pytest.fixture(scope="module")
+def offline_process(hub_cache) -> dict:
+    """What one user process, offline with the Hub cache above, loads by repo id (tests/offline_hub_probe.py)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "HF_HOME": str(hub_cache.parent / "home")}
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "offline_hub_probe.py"), REPO_ID,
+                             ",".join(map(str, IMAGES))], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
-def test_predictor_loads_a_hub_revision_with_its_side_files_from_the_offline_cache(hub_cache, evaluated_model):
-    image = sorted((KERMANY / "test" / "PNEUMONIA").iterdir())[0]
-    code = ("from modeling import Predictor, load_rgb; import json;"
-            f"p = Predictor.from_pretrained('{REPO_ID}'); v0 = Predictor.from_pretrained('{REPO_ID}', revision='v0');"
-            f"image = load_rgb('{image}');"
-            "print(json.dumps([p.probabilities([image])[0].tolist(), v0.config.threshold, p.ood is not None]))")
-    result = _script(code, _offline_env(hub_cache))
-    assert result.returncode == 0, result.stderr
-    probs, old_threshold, has_detector = json.loads(result.stdout.strip().splitlines()[-1])
-    local = Predictor.from_pretrained(evaluated_model).probabilities([load_rgb(image)])[0]
-    np.testing.assert_allclose(probs, local, atol=1e-6)
-    assert old_threshold == 0.123 and has_detector
+def test_from_pretrained_reads_a_hub_id_from_the_offline_cache(offline_process, evaluated_model):
+    assert offline_process["threshold"] == PneumoniaClassifier.from_pretrained(evaluated_model).config.threshold
+    assert offline_process["v0_network_threshold"] == 0.123 and offline_process["architecture"] == "test_resnet"
 
 
 @pytest.mark.slow
-def test_timm_hf_hub_loader_gives_the_same_logits(hub_cache):
-    images = [str(sorted((KERMANY / "test" / label).iterdir())[0]) for label in ("NORMAL", "PNEUMONIA")]
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "timm_vs_ours.py"), REPO_ID, ",".join(images)],
-                            env=_offline_env(hub_cache), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+def test_predictor_loads_a_hub_revision_with_its_side_files_from_the_offline_cache(offline_process, evaluated_model):
+    local = Predictor.from_pretrained(evaluated_model).probabilities([load_rgb(image) for image in IMAGES])
+    np.testing.assert_allclose(offline_process["probabilities"], local, atol=1e-6)
+    assert offline_process["v0_threshold"] == 0.123 and offline_process["has_detector"]
+
+
+@pytest.mark.slow
+def test_timm_hf_hub_loader_gives_the_same_logits(offline_process):
+    out = offline_process
     assert out["timm_num_classes"] == 2 and out["timm_label_names"] == ["NORMAL", "PNEUMONIA"]
     assert out["timm_input_size"] == [3, 64, 64]
-    np.testing.assert_allclose(out["ours"], out["timm"], rtol=0, atol=1e-6)
-    assert np.abs(np.asarray(out["ours"])).max() > 0
+    np.testing.assert_allclose(out["logits"], out["timm_logits"], rtol=0, atol=1e-6)
+    assert np.abs(np.asarray(out["logits"])).max() > 0
 
 
 @pytest.mark.slow
-def test_uncached_hub_id_offline_is_one_clear_sentence(hub_cache):
-    code = ("from modeling import PneumoniaClassifier as P\n"
-            "try:\n    P.from_pretrained('someone/not-cached')\nexcept Exception as e:\n"
-            "    print(type(e).__name__, '|', e)")
-    result = _script(code, _offline_env(hub_cache))
-    assert result.stdout.startswith("ModelLoadError |")
-    assert "not in the local Hugging Face cache" in result.stdout and "Traceback" not in result.stderr
+def test_uncached_hub_id_offline_is_one_clear_sentence(offline_process):
+    assert offline_process["uncached"].startswith("ModelLoadError |")
+    assert "not in the local Hugging Face cache" in offline_process["uncached"]
 
 
 @pytest.mark.slow
@@ -184,11 +176,11 @@ def test_a_run_resumed_on_other_machines_gives_the_hours_and_precision_of_each()
 
 @pytest.mark.slow
 def test_push_dry_run_lists_files_and_card(evaluated_model):
-    result = run_script("-m", "scripts.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, "--dry-run")
-    listed = [line.strip() for line in result.stdout.split("---")[0].splitlines()[1:] if line.strip()]
+    printed = printed_by(hub_main, ["push", evaluated_model, "--repo-id", REPO_ID, "--dry-run"])  # in this process
+    listed = [line.strip() for line in printed.split("---")[0].splitlines()[1:] if line.strip()]
     assert listed == [op.path_in_repo for op in model_operations(evaluated_model)]
     assert {"model.safetensors", "config.json", "README.md", "eval/metrics.json", "eval/roc.png"} <= set(listed)
-    assert "model-index:" in result.stdout
+    assert "model-index:" in printed
 
 
 @pytest.mark.slow

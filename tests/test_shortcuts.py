@@ -19,7 +19,7 @@ from modeling.runtime.inference import runtime_precision
 from modeling.runtime.preprocessing import load_rgb
 from modeling.training.lungs import FALLBACK_BOX, lung_fields
 from scripts.shortcut_scores import main
-from tests.helpers import KERMANY, run_script
+from tests.helpers import KERMANY
 
 NORMAL = sorted((KERMANY / "train" / "NORMAL").iterdir())
 PNEUMONIA = sorted((KERMANY / "train" / "PNEUMONIA").iterdir())
@@ -107,8 +107,8 @@ def test_a_map_of_the_lung_fields_themselves_reaches_less_inside_them_at_a_coars
 
 @pytest.mark.slow
 def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_dir, small_data, tmp_path):
-    run_script("-m", "scripts.shortcut_scores", "--model", str(tiny_model_dir), "--data", str(small_data),
-               "--output-dir", str(tmp_path / "model"), "--contact-sheet")
+    main(["--model", str(tiny_model_dir), "--data", str(small_data), "--output-dir", str(tmp_path / "model"),
+          "--contact-sheet"])  # `python -m scripts.shortcut_scores ...`, by the command's own main in this process
     scores = json.loads((tmp_path / "model" / "shortcuts.json").read_text())
     split = json.loads((tiny_model_dir / "split.json").read_text())
     assert scores["images"] == len(split["validation"]) == scores["normal"] + scores["pneumonia"]
@@ -123,7 +123,7 @@ def test_shortcut_scores_of_a_trained_model_on_its_validation_side(tiny_model_di
     assert scores["training"]["command"].startswith("python train.py") and scores["training"]["hours"] > 0
     # a training run's folder: its network, bf16, the image alone
     main(["--model", str(tiny_model_dir.parent), "--data", str(small_data), "--output-dir", str(tmp_path / "run"),
-          "--no-gradcam"])  # the command's own main, in this process
+          "--no-gradcam"])
     of_run = json.loads((tmp_path / "run" / "shortcuts.json").read_text())
     bf16 = runtime_precision("bfloat16", torch.device("cpu"))  # bf16 where this CPU runs it fast
     assert (of_run["precision"], of_run["views"], of_run["threshold"]) == (bf16, 1, 0.5)
