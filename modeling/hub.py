@@ -159,9 +159,16 @@ def write_card(model_dir: Path, repo_id: str, template: Path = CARD_TEMPLATE) ->
     return path
 
 
-def model_operations(model_dir: Path) -> list[CommitOperationAdd]:
-    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(model_dir / name))
-            for name in MODEL_FILES if (model_dir / name).exists()]
+def model_operations(model_dir: Path, card: str | None = None) -> list[CommitOperationAdd]:
+    """The model folder's files as commit operations; `card`, where given, is uploaded as README.md from memory, so
+    that a push leaves the folder as it found it, whether the upload succeeds or not."""
+    operations = []
+    for name in MODEL_FILES:
+        if name == "README.md" and card is not None:
+            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=card.encode()))
+        elif (model_dir / name).exists():
+            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(model_dir / name)))
+    return operations
 
 
 def space_operations(root: Path, model_repo: str) -> list[CommitOperationAdd]:

@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {write_card(args.model_dir, args.repo_id, args.card_template)}")
         elif args.command == "push":
             card_text = str(build_card(args.model_dir, args.repo_id, args.card_template))
-            (args.model_dir / "README.md").write_text(card_text)
-            operations = model_operations(args.model_dir)
+            operations = model_operations(args.model_dir, card_text)
             if args.dry_run:
                 print(f"would upload to model repo {args.repo_id} in one commit:")
                 print("\n".join(f"  {op.path_in_repo}" for op in operations))

@@ -178,7 +178,8 @@ def test_a_run_resumed_on_other_machines_gives_the_hours_and_precision_of_each()
 def test_push_dry_run_lists_files_and_card(evaluated_model):
     printed = printed_by(hub_main, ["push", evaluated_model, "--repo-id", REPO_ID, "--dry-run"])  # in this process
     listed = [line.strip() for line in printed.split("---")[0].splitlines()[1:] if line.strip()]
-    assert listed == [op.path_in_repo for op in model_operations(evaluated_model)]
+    assert listed == [op.path_in_repo for op in model_operations(evaluated_model, card="")]
+    assert not (evaluated_model / "README.md").exists(), "the card is uploaded from memory, not written beside the weights"
     assert {"model.safetensors", "config.json", "README.md", "eval/metrics.json", "eval/roc.png"} <= set(listed)
     assert "model-index:" in printed
 
@@ -193,6 +194,7 @@ def test_push_without_network_or_token_is_one_sentence(evaluated_model, tmp_path
     result = run_script("-m", "scripts.hub", "push", str(evaluated_model), "--repo-id", REPO_ID, check=False, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().startswith(expected) and len(result.stderr.strip().splitlines()) == 1
+    assert not (evaluated_model / "README.md").exists()  # a failed push leaves the folder as it was
 
 
 def test_space_files_and_front_matter():
