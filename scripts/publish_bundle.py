@@ -101,7 +101,7 @@ def publish(candidate: Path, weights: Path = WEIGHTS, history: Path = HISTORY, d
     shutil.copy2(candidate / "shortcuts" / "shortcuts.png", docs / "shortcuts" / f"{name}.png")
     (docs / "shortcuts" / f"{name}.json").write_text(shown_in((candidate / "shortcuts" / "shortcuts.json").read_text()))
     if not chosen(candidate):
-        print(f"The rule kept the bundled model; {name}'s decision is in {history}.")
+        print(f"The rule kept the bundled model; {name}'s decision is in {shown(history)}.")
         return False
     if not (candidate / "eval" / "metrics.json").exists():
         sys.exit(f"The rule chose {name}, but its test evaluation is missing: run make_bundle.sh's test stage first.")
