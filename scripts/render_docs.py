@@ -19,7 +19,14 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from modeling.analysis.replacement import AS_IS_MARGIN
-from modeling.analysis.report import format_ood, format_robustness, format_table
+from modeling.analysis.report import (
+    development_summary,
+    format_ood,
+    format_robustness,
+    format_table,
+    gate_summary,
+    largest_robustness_cost,
+)
 from modeling.hub import reproduction_commands
 from modeling.runtime.config import ModelConfig
 from modeling.training.augment import describe as describe_augmentation
@@ -35,7 +42,8 @@ REFERENCES = [  # published figures on the same 624-image test split (not our ru
 ]
 README_BLOCKS = {"results": "readme_results.md.j2", "xray-gate": "readme_xray_gate.md.j2",
                  "gate-sources": "readme_gate_sources.md.j2"}
-PAGES = ("experiments.md", "out-of-distribution.md", "speed.md")  # each from docs/templates/PAGE.j2
+PAGES = ("experiments.md", "out-of-distribution.md", "shortcuts.md", "speed.md")  # each from docs/templates/PAGE.j2
+SHORTCUTS_ORDER = ("bundle-before", "proxy-", "bundle")  # before the work, the proxies, the bundles, then the rest
 
 
 def _read(path: Path) -> Any:
@@ -115,8 +123,7 @@ def changes_context() -> dict[str, Any] | None:
     results = _read(DOCS / "validation_results.json")
     if results is None:
         return None
-    scores = [json.loads(p.read_text()) for p in sorted((DOCS / "shortcuts").glob("*.json"))
-              if not p.name.endswith(".training.json")]
+    scores = [json.loads(p.read_text()) for p in _score_files()]
     by_model = {(json.dumps(s["model"]), s["views"], s["precision"] == "int8"): s for s in scores}
     rows = [{**row, "shortcuts": by_model.get((json.dumps(row["model_dir"]), row.get("views", 1),
                                                row.get("precision") == "int8"))} for row in results["rows"]]
@@ -132,49 +139,10 @@ def experiments_context(bundle: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- docs/out-of-distribution.md
 
-def gate_summary(report: dict) -> dict[str, int]:
-    """Non-X-rays caught, in the set and passed as a chest X-ray; test X-rays flagged."""
-    non_xray = report["non_xray"][0]
-    return {"caught": non_xray["flagged"], "total": non_xray["images"], "passed": non_xray["verdicts"]["chest_xray"],
-            "flagged": report["test_xrays_flagged"]}
-
-
 def development_context(model_dir: Path, deployed_ood: dict, candidate_oods: list[dict]) -> dict[str, Any] | None:
-    """The "not a chest X-ray" gates on the development set (scripts/ood_development.py): each detector's rates at
-    the factor in use, the lowest factor that keeps every X-ray group at most 1%, and whether the development set
-    favours the first candidate gate (docs/bundle_history) as the evaluation sets do."""
+    """The "not a chest X-ray" gates on the development set (scripts/ood_development.py), None before it ran."""
     dev = _read(DOCS / "ood_development.json")
-    if dev is None:
-        return None
-    factors, at = dev["factors"], dev["factors"].index(dev["factor_in_use"])
-    photos = [name for name in dev["images"] if name.startswith("photos")]
-    xrays = [name for name in dev["images"] if not name.startswith("photos")]
-    rows = []
-    for label, model in dev["models"].items():
-        for candidate, rates in model["not_a_chest_xray_rate"].items():
-            clean = next((i for i in range(len(factors)) if all(rates[name][i] <= 0.01 for name in xrays)), None)
-            rows.append({"label": label, "stages": candidate, "in_use": candidate == model["in_use"],
-                         "rates": [rates[name][at] for name in dev["images"]],
-                         "clean": None if clean is None else factors[clean],
-                         "there": None if clean is None else [rates[name][clean] for name in photos]})
-    context = {"dev": dev, "rows": rows, "favours": None}
-    deployed = [m for m in dev["models"].values() if Path(m["model"]) == model_dir.relative_to(ROOT)]
-    others = [m for m in dev["models"].values() if Path(m["model"]) != model_dir.relative_to(ROOT)]
-    if candidate_oods and deployed and others:
-        def on_dev(model: dict) -> tuple[list[float], float]:
-            rates = model["not_a_chest_xray_rate"][model["in_use"]]
-            return [rates[n][at] for n in photos], max(rates[n][at] for n in xrays)
-        (caught, wrong), (c_caught, c_wrong) = on_dev(deployed[0]), on_dev(others[0])
-        deployed_eval, candidate_eval = gate_summary(deployed_ood), gate_summary(candidate_oods[0])
-        context["favours"] = {
-            "dev": all(c >= d for c, d in zip(c_caught, caught)) and c_wrong <= wrong,
-            "eval": candidate_eval["caught"] > deployed_eval["caught"] and candidate_eval["passed"] <= deployed_eval["passed"]}
-    return context
-
-
-def largest_robustness_cost(metrics: dict) -> tuple[str, float]:
-    name, change = min(metrics["robustness"].items(), key=lambda item: item[1]["accuracy"])
-    return name, 100 * (metrics["accuracy"] - change["accuracy"])
+    return None if dev is None else development_summary(dev, model_dir.relative_to(ROOT), deployed_ood, candidate_oods)
 
 
 def ood_context(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +167,30 @@ def ood_context(bundle: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
+# ---------------------------------------------------------------- docs/shortcuts.md
+
+def _score_files() -> list[Path]:
+    """docs/shortcuts/*.json: a model's shortcut scores each (older ones keep their run's summary in .training.json)."""
+    return sorted(p for p in (DOCS / "shortcuts").glob("*.json") if not p.name.endswith(".training.json"))
+
+
+def shortcuts_context() -> dict[str, Any]:
+    """Every model's shortcut scores in the order of the work, the commands that trained them, the sharpness tie."""
+    rank = {p: (next((i for i, first in enumerate(SHORTCUTS_ORDER) if p.stem.startswith(first)), 9), p.stem)
+            for p in _score_files()}
+    rows = []
+    for path in sorted(rank, key=rank.get):
+        scores, training = json.loads(path.read_text()), _read(path.with_name(f"{path.stem}.training.json"))
+        summaries = scores.get("training") or []  # one run's summary, or a list of them
+        commands = [t["command"] for t in summaries if t.get("command")] if isinstance(summaries, list) else \
+            [summaries["command"]] if summaries.get("command") else []
+        rows.append({"name": path.stem, "scores": scores, "picture": path.with_suffix(".png").exists(),
+                     "commands": commands or ([training["command"]] if training else []),
+                     "roc_auc": scores.get("roc_auc", training["final_ema"]["val_roc_auc"] if training else None)})
+    return {"rows": rows, "commands": list(dict.fromkeys(c for row in rows for c in row["commands"])),
+            "tie": _read(DOCS / "sharpness_tie.json")}
+
+
 # ---------------------------------------------------------------- docs/speed.md
 
 def speed_context() -> dict[str, Any]:
@@ -217,7 +209,7 @@ def rendered_pages(model_dir: Path) -> dict[Path, str]:
     """Every page this script writes, as it would write it now."""
     env, readme, bundle = environment(), ROOT / "README.md", bundle_context(model_dir)
     contexts = {"experiments.md": experiments_context(bundle), "out-of-distribution.md": ood_context(bundle),
-                "speed.md": speed_context()}
+                "shortcuts.md": shortcuts_context(), "speed.md": speed_context()}
     text = readme.read_text()
     for block, template in README_BLOCKS.items():
         text = replace_block(text, block, env.get_template(template).render(b=bundle).rstrip("\n"))

@@ -1,6 +1,8 @@
 """The evaluation report as text: the rates with their intervals, the out-of-distribution counts and the changes
-that move answers, as evaluate.py prints them and the docs show them."""
+that move answers, as evaluate.py prints them and the docs show them; and the summaries the docs draw from reports."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..training.metrics import RATES
 
@@ -41,3 +43,46 @@ def format_robustness(metrics: dict) -> str:
     for name, r in metrics["robustness"].items():
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['recall']:.4f} | {r['specificity']:.4f} | {r['roc_auc']:.4f} |")
     return "\n".join(lines)
+
+
+def gate_summary(report: dict) -> dict[str, int]:
+    """Non-X-rays caught, in the set and passed as a chest X-ray; test X-rays flagged."""
+    non_xray = report["non_xray"][0]
+    return {"caught": non_xray["flagged"], "total": non_xray["images"], "passed": non_xray["verdicts"]["chest_xray"],
+            "flagged": report["test_xrays_flagged"]}
+
+
+def development_summary(dev: dict, deployed_model: Path, deployed_ood: dict, candidate_oods: list[dict]) -> dict:
+    """The "not a chest X-ray" gates on the development set (scripts/ood_development.py's file): each detector's rates
+    at the factor in use, the lowest factor that keeps every X-ray group at most 1%, and whether the development set
+    favours the first candidate gate (docs/bundle_history) as the evaluation sets do. `deployed_model`: the bundle's
+    folder as the file names it."""
+    factors, at = dev["factors"], dev["factors"].index(dev["factor_in_use"])
+    photos = [name for name in dev["images"] if name.startswith("photos")]
+    xrays = [name for name in dev["images"] if not name.startswith("photos")]
+    rows = []
+    for label, model in dev["models"].items():
+        for candidate, rates in model["not_a_chest_xray_rate"].items():
+            clean = next((i for i in range(len(factors)) if all(rates[name][i] <= 0.01 for name in xrays)), None)
+            rows.append({"label": label, "stages": candidate, "in_use": candidate == model["in_use"],
+                         "rates": [rates[name][at] for name in dev["images"]],
+                         "clean": None if clean is None else factors[clean],
+                         "there": None if clean is None else [rates[name][clean] for name in photos]})
+    context = {"dev": dev, "rows": rows, "favours": None}
+    deployed = [m for m in dev["models"].values() if Path(m["model"]) == deployed_model]
+    others = [m for m in dev["models"].values() if Path(m["model"]) != deployed_model]
+    if candidate_oods and deployed and others:
+        def on_dev(model: dict) -> tuple[list[float], float]:
+            rates = model["not_a_chest_xray_rate"][model["in_use"]]
+            return [rates[n][at] for n in photos], max(rates[n][at] for n in xrays)
+        (caught, wrong), (c_caught, c_wrong) = on_dev(deployed[0]), on_dev(others[0])
+        deployed_eval, candidate_eval = gate_summary(deployed_ood), gate_summary(candidate_oods[0])
+        context["favours"] = {
+            "dev": all(c >= d for c, d in zip(c_caught, caught)) and c_wrong <= wrong,
+            "eval": candidate_eval["caught"] > deployed_eval["caught"] and candidate_eval["passed"] <= deployed_eval["passed"]}
+    return context
+
+
+def largest_robustness_cost(metrics: dict) -> tuple[str, float]:
+    name, change = min(metrics["robustness"].items(), key=lambda item: item[1]["accuracy"])
+    return name, 100 * (metrics["accuracy"] - change["accuracy"])
