@@ -176,14 +176,14 @@ def _score_files() -> list[Path]:
 
 def shortcuts_context() -> dict[str, Any]:
     """Every model's shortcut scores in the order of the work, the commands that trained them, the sharpness tie."""
-    rank = {p: (next((i for i, first in enumerate(SHORTCUTS_ORDER) if p.stem.startswith(first)), 9), p.stem)
-            for p in _score_files()}
+    rank = {p: (next((i for i, first in enumerate(SHORTCUTS_ORDER) if p.stem.startswith(first)), len(SHORTCUTS_ORDER)),
+                p.stem) for p in _score_files()}
     rows = []
     for path in sorted(rank, key=rank.get):
         scores, training = json.loads(path.read_text()), _read(path.with_name(f"{path.stem}.training.json"))
-        summaries = scores.get("training") or []  # one run's summary, or a list of them
-        commands = [t["command"] for t in summaries if t.get("command")] if isinstance(summaries, list) else \
-            [summaries["command"]] if summaries.get("command") else []
+        summaries = scores.get("training") or []
+        summaries = summaries if isinstance(summaries, list) else [summaries]  # one run's summary, or a list of them
+        commands = [t["command"] for t in summaries if t.get("command")]
         rows.append({"name": path.stem, "scores": scores, "picture": path.with_suffix(".png").exists(),
                      "commands": commands or ([training["command"]] if training else []),
                      "roc_auc": scores.get("roc_auc", training["final_ema"]["val_roc_auc"] if training else None)})

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 
 from modeling.gate_training.negatives import MissingSources, fingerprint
@@ -70,7 +71,6 @@ def main() -> None:
         sys.exit(str(error))
     positives, validation_xrays = (xray_pixels(splits, args.split_file, side) for side in ("train", "validation"))
     with tempfile.TemporaryDirectory() as folder:
-        from PIL import Image
         evaluation = [fingerprint(Image.open(path)) for path in assemble(Path(folder) / "non-xray")]
     try:
         sources, summary = gather_negatives(rng, evaluation)

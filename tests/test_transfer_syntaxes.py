@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes, RLELossless
 
-from modeling import Predictor
+from modeling import PneumoniaClassifier, Predictor
 from modeling.runtime.preprocessing import MIN_SIDE, ImageLoadError, read_image, to_rgb
 from tests.helpers import REPO
 
@@ -54,7 +54,7 @@ def _decodable(dataset) -> bool:
 @pytest.fixture(scope="module")
 def bundle():
     """The bundled network on each image alone: its views would repeat the same comparison of two decodings."""
-    return Predictor(Predictor.from_pretrained(REPO / "weights" / "pneumonia-resnet50").model, views=[])
+    return Predictor(PneumoniaClassifier.from_pretrained(REPO / "weights" / "pneumonia-resnet50"), views=[])
 
 
 def p_pneumonia(predictor, paths: list[Path]) -> dict[Path, float]:

@@ -144,7 +144,7 @@ class ModelConfig:
             raise ConfigError(f"precision must be 'float32', 'bfloat16' or 'int8', got {self.precision!r}")
         if self.precision == "int8" and not self.quantization.get("file"):
             raise ConfigError("precision 'int8' needs an int8 calibration (inference.quantization.file); "
-                              "run python -m modeling.runtime.quantize")
+                              "run python -m scripts.finalize MODEL_DIR --data DIR_OR_ID --precision int8")
         if self.xray_gate and not (self.xray_gate.get("file") and isinstance(self.xray_gate.get("threshold"), (int, float))):
             raise ConfigError("inference.xray_gate needs a file and a threshold; run python -m scripts.finalize "
                               "MODEL_DIR --add-xray-gate GATE_DIR")
